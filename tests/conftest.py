@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny random models of every supported family, built from configs (no download)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+# Small enough to run in milliseconds, large enough to have GQA, several layers and (Gemma3) a sliding window.
+TINY = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=256,
+)
+FAMILY_EXTRAS: dict[str, dict] = {
+    "llama": {},
+    "mistral": {"sliding_window": None},
+    "qwen2": {},
+    "qwen3": {},
+    "gemma": {},
+    "gemma2": {"sliding_window": 8, "query_pre_attn_scalar": 8},
+    "gemma3_text": {"sliding_window": 8, "query_pre_attn_scalar": 8, "sliding_window_pattern": 2},
+}
+FAMILIES = list(FAMILY_EXTRAS)
+
+
+def tiny_model(model_type: str, seed: int = 0, **overrides) -> PreTrainedModel:
+    """A randomly initialised `model_type` model of the TINY shape, in float32 eval mode."""
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, **{**TINY, **FAMILY_EXTRAS[model_type], **overrides})
+    config._attn_implementation = "eager"
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
