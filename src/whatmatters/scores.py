@@ -1,0 +1,276 @@
+"""Importance scores of every block, attention and MLP layer, all in one forward pass.
+
+The paper's criterion, for a module with input X and output Y (per token, over the hidden dim):
+
+    S = 1 - cos(X, Y)
+
+For an attention or MLP branch, X is the residual stream entering it (before its norm) and
+Y = X + branch(X); for a block, X and Y are the decoder layer's input and output. Scores are
+averaged over every non-padding token of every calibration sample. Hooks capture X and the
+branch output, so the stock forward runs unchanged and all three kinds come from one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from whatmatters.adapters import KINDS, adapter_for
+
+SCORE_KINDS = ("attn", "mlp", "block")
+
+# ---------------------------------------------------------------------------------------------
+# Criteria. A token criterion maps (X, Y), float32 [tokens, hidden], to a per-token score;
+# an order criterion ignores the data (Table 7 baselines). Lower score = less important.
+# ---------------------------------------------------------------------------------------------
+TokenCriterion = Callable[[Tensor, Tensor], Tensor]
+OrderCriterion = Callable[[int, int], list[float]]
+TOKEN_CRITERIA: dict[str, TokenCriterion] = {}
+ORDER_CRITERIA: dict[str, OrderCriterion] = {}
+
+
+def token_criterion(name: str) -> Callable[[TokenCriterion], TokenCriterion]:
+    def register(fn: TokenCriterion) -> TokenCriterion:
+        TOKEN_CRITERIA[name] = fn
+        return fn
+
+    return register
+
+
+def order_criterion(name: str) -> Callable[[OrderCriterion], OrderCriterion]:
+    def register(fn: OrderCriterion) -> OrderCriterion:
+        ORDER_CRITERIA[name] = fn
+        return fn
+
+    return register
+
+
+@token_criterion("cosine")
+def cosine(x: Tensor, y: Tensor) -> Tensor:
+    """The paper's importance: S = 1 - cos(X, Y)."""
+    return 1.0 - F.cosine_similarity(x, y, dim=-1)
+
+
+@token_criterion("magnitude")
+def magnitude(x: Tensor, y: Tensor) -> Tensor:
+    """Relative magnitude ||f(X)|| / ||X|| of what the module adds (Table 7)."""
+    return (y - x).norm(dim=-1) / x.norm(dim=-1)
+
+
+@order_criterion("reverse")
+def reverse(num_layers: int, seed: int) -> list[float]:
+    """Deeper is less important: drops from the last layer backwards (Table 7)."""
+    return [(num_layers - i) / num_layers for i in range(num_layers)]
+
+
+@order_criterion("random")
+def random(num_layers: int, seed: int) -> list[float]:
+    """Seeded uniform scores: the no-information baseline (Table 7)."""
+    return torch.rand(num_layers, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def criteria() -> list[str]:
+    return sorted(TOKEN_CRITERIA) + sorted(ORDER_CRITERIA)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Scores:
+    """One score per layer for each kind (NaN where the module no longer exists), plus metadata.
+
+    `angular[i][j]` (i < j) is the mean angular distance arccos(cos(h_i, h_j)) / pi between the
+    residual stream entering layer i and entering layer j (j = L: the last layer's output): the
+    Gromov et al. / ShortGPT criterion for dropping the consecutive span of layers i..j-1.
+    """
+
+    attn: list[float]
+    mlp: list[float]
+    block: list[float]
+    angular: list[list[float]] | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.block)
+
+    def to_json(self) -> str:
+        # JSON has no NaN: a missing (dropped) module is written as null.
+        def clean(v):
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return None if isinstance(v, float) and math.isnan(v) else v
+
+        return json.dumps({k: clean(v) for k, v in asdict(self).items()}, indent=1)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scores:
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+            data = {k: raw[k] for k in SCORE_KINDS}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"No scores file at {path}; run experiments/score.py first") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{path} is not a valid scores.json ({err}); re-run experiments/score.py"
+            ) from err
+        nan = float("nan")
+        lists = {k: [nan if v is None else float(v) for v in data[k]] for k in SCORE_KINDS}
+        return cls(**lists, angular=raw.get("angular"), meta=raw.get("meta", {}))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one-pass scorer
+# ---------------------------------------------------------------------------------------------
+def _hidden(args: tuple, kwargs: dict) -> Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _first(output: Tensor | tuple) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+class _Collector:
+    """Hooks that accumulate per-layer score sums over the non-padding tokens of each batch."""
+
+    def __init__(self, model: nn.Module, fn: TokenCriterion, angular: bool) -> None:
+        adapter = adapter_for(model)
+        self.layers = adapter.layers(model)
+        n = len(self.layers)
+        self.fn = fn
+        self.sums = {k: torch.zeros(n, dtype=torch.float64) for k in SCORE_KINDS}
+        self.tokens = 0
+        self.angular = torch.zeros(n + 1, n + 1, dtype=torch.float64) if angular else None
+        self.mask: Tensor | None = None  # bool [B, T] of the batch in flight
+        self._inputs: dict[tuple[str, int], Tensor] = {}
+        self._streams: list[Tensor] = []  # normalised residual stream at each layer boundary
+        self._handles = []
+        self.hooked: set[tuple[str, int]] = set()
+        for i, layer in enumerate(self.layers):
+            self._hook_pair(layer, layer, ("block", i))
+            for kind in KINDS:
+                branch = adapter.branch(kind)
+                norm, out = getattr(layer, branch.norm, None), getattr(layer, branch.output, None)
+                if norm is not None and out is not None:  # a dropped branch has no modules left
+                    self._hook_pair(norm, out, (kind, i))
+                    self.hooked.add((kind, i))
+
+    def _tokens(self, h: Tensor) -> Tensor:
+        return h[self.mask].float()  # (tokens, hidden), float32 whatever the model dtype
+
+    def _hook_pair(self, entry: nn.Module, exit_: nn.Module, key: tuple[str, int]) -> None:
+        kind, i = key
+
+        def capture(module, args, kwargs):
+            x = _hidden(args, kwargs)
+            self._inputs[key] = x
+            if kind == "block" and self.angular is not None:
+                self._streams.append(F.normalize(self._tokens(x), dim=-1))
+
+        def score(module, args, kwargs, output):
+            x = self._tokens(self._inputs.pop(key))
+            out = self._tokens(_first(output))
+            # A branch hook sees the branch output f(X); a block hook sees the layer output Y itself.
+            y = out if kind == "block" else x + out
+            self.sums[kind][i] += self.fn(x, y).double().sum()
+            if kind == "block" and self.angular is not None and i == len(self.layers) - 1:
+                self._streams.append(F.normalize(y, dim=-1))
+
+        self._handles.append(entry.register_forward_pre_hook(capture, with_kwargs=True))
+        self._handles.append(exit_.register_forward_hook(score, with_kwargs=True))
+
+    def end_batch(self) -> None:
+        self.tokens += int(self.mask.sum())
+        if self.angular is not None:
+            h = torch.stack(self._streams)  # (L+1, tokens, hidden), unit vectors
+            cos = torch.einsum("itd,jtd->ijt", h, h).clamp(-1.0, 1.0)
+            self.angular += (torch.arccos(cos) / math.pi).double().sum(-1).cpu()
+            self._streams.clear()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def result(self) -> dict:
+        nan = float("nan")
+        out = {k: (v / self.tokens).tolist() for k, v in self.sums.items()}
+        for kind in KINDS:  # a dropped branch was never hooked: its score is missing, not zero
+            out[kind] = [v if (kind, i) in self.hooked else nan for i, v in enumerate(out[kind])]
+        out["angular"] = None if self.angular is None else (self.angular / self.tokens).tolist()
+        return out
+
+
+@torch.no_grad()
+def compute_scores(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    batch_size: int = 1,
+    criterion: str = "cosine",
+    angular: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> Scores:
+    """Scores of every layer of `model` on calibration data `input_ids` [N, L] (one forward pass).
+
+    `attention_mask` (1 = real token) excludes padding from the average. `angular` also records the
+    consecutive-span angular distances (needs the residual stream of every layer per batch).
+    """
+    if criterion not in TOKEN_CRITERIA and criterion not in ORDER_CRITERIA:
+        raise ValueError(f"Unknown criterion {criterion!r}; choose one of {criteria()}")
+    if input_ids.ndim != 2 or 0 in input_ids.shape:
+        raise ValueError(f"input_ids must be a non-empty [N, L] tensor, got shape {tuple(input_ids.shape)}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    # Order criteria ignore the data, but the pass still records the data's cosine scores and
+    # which modules exist, so their result has the same shape (NaN for dropped modules).
+    collector = _Collector(model, TOKEN_CRITERIA.get(criterion, cosine), angular)
+    device = next(model.parameters()).device
+    try:
+        for start in tqdm(range(0, len(input_ids), batch_size), desc="scoring", disable=not progress):
+            ids, m = input_ids[start : start + batch_size], mask[start : start + batch_size]
+            collector.mask = m.bool().to(device)
+            model(input_ids=ids.to(device), attention_mask=m.to(device), use_cache=False)
+            collector.end_batch()
+    finally:
+        collector.remove()
+    raw = collector.result()
+    if criterion in ORDER_CRITERIA:
+        order = ORDER_CRITERIA[criterion]
+        for offset, kind in enumerate(SCORE_KINDS):  # distinct seeds: kinds must not tie in a joint ranking
+            ranks = order(len(raw[kind]), seed + offset)
+            raw[kind] = [r if not math.isnan(v) else v for r, v in zip(ranks, raw[kind], strict=True)]
+    meta = {
+        "criterion": criterion,
+        "num_samples": int(input_ids.shape[0]),
+        "seq_len": int(input_ids.shape[1]),
+        "tokens": collector.tokens,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "model_type": model.config.model_type,
+    }
+    return Scores(**raw, meta=meta)
