@@ -40,3 +40,19 @@ def tiny_model(model_type: str, seed: int = 0, **overrides) -> PreTrainedModel:
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def tiny_llama_dir(tmp_path):
+    """A saved tiny Llama with a tokenizer, like a user's local model folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"w{i}": i for i in range(TINY["vocab_size"])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="w1", pad_token="w1")
+    path = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 EMBEDDED_PREFIX = "embedded:"
@@ -92,7 +93,7 @@ def load(
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype])
-    except OSError as err:
+    except (OSError, ValueError, SafetensorError) as err:  # missing files, bad JSON, truncated weights
         raise ModelLoadError(
             f"Could not load {name_or_path!r} ({err.__class__.__name__}: {err}). A local folder must be "
             "complete (config.json, weights, tokenizer); a Hub id needs network access or a local HF cache."

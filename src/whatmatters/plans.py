@@ -32,7 +32,7 @@ class Plan:
                 raise ValueError(f"Plan drops the same {name} layer twice: {sorted(idx)}")
             bad = [i for i in idx if not 0 <= i < self.num_layers]
             if bad:
-                raise ValueError(f"Plan {name} indices {bad} out of range for a {self.num_layers}-layer model")
+                raise ValueError(f"Plan {name} indices {bad} out of range for {self.num_layers} layers")
         if len(self.blocks) == self.num_layers:
             raise ValueError("Plan removes every block; keep at least one decoder layer")
         both = set(self.blocks) & (set(self.attn) | set(self.mlp))
