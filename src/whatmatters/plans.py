@@ -7,8 +7,11 @@ the scores, applied to a fresh copy of the model, and read back from a pruned mo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from whatmatters.scores import Scores
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,85 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Making plans from scores
+# ---------------------------------------------------------------------------------------------
+TARGETS = ("block", "mlp", "attn", "joint")
+
+
+def drop_count(target: str, num_layers: int, n: int | None = None, ratio: float | None = None) -> int:
+    """How many modules to drop: `n` as given, or `ratio` of the target's modules (joint: 2 per layer)."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown drop target {target!r}; choose one of {TARGETS}")
+    total = 2 * num_layers if target == "joint" else num_layers
+    if (n is None) == (ratio is None):
+        raise ValueError(f"Give exactly one of n or ratio for the {target} drop (got n={n}, ratio={ratio})")
+    if ratio is not None:
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+        n = round(ratio * total)
+    if not 0 <= n <= total:
+        raise ValueError(f"Cannot drop {n} {target} modules: the model has {total}; use 0 <= n <= {total}")
+    if target == "block" and n == total:
+        raise ValueError(f"Dropping all {total} blocks leaves no model; drop at most {total - 1}")
+    return n
+
+
+def _lowest(candidates: dict[tuple[str, int], float], n: int) -> list[tuple[str, int]]:
+    # Ties break by (kind, layer) so a plan never depends on dict order.
+    return sorted(candidates, key=lambda key: (candidates[key], key))[:n]
+
+
+def make_plan(
+    scores: Scores,
+    target: str,
+    n: int | None = None,
+    ratio: float | None = None,
+    consecutive: bool = False,
+    remove_residual: bool = False,
+) -> Plan:
+    """One-shot plan: drop the `n` lowest-scored modules of `target` (or the best block span).
+
+    Modules already missing from the scored model (NaN scores) are never chosen again.
+    """
+    num_layers = scores.num_layers
+    count = drop_count(target, num_layers, n, ratio)
+    if consecutive:
+        if target != "block":
+            raise ValueError("consecutive mode drops a span of whole blocks; use target=block")
+        return _span_plan(scores, count)
+    kinds = ("attn", "mlp") if target == "joint" else (target,)
+    candidates = {}
+    for kind in kinds:
+        values = getattr(scores, kind)
+        if len(values) != num_layers or all(math.isnan(v) for v in values):
+            raise ValueError(f"The scores have no {kind} values; a {target} plan needs them")
+        candidates |= {(kind, i): v for i, v in enumerate(values) if not math.isnan(v)}
+    if count > len(candidates):
+        raise ValueError(f"Cannot drop {count} {target} modules: only {len(candidates)} remain")
+    chosen = _lowest(candidates, count)
+    picked = {k: [i for kind, i in chosen if kind == k] for k in ("attn", "mlp", "block")}
+    meta = {"target": target, "n": count, "mode": "one_shot", "criterion": scores.meta.get("criterion")}
+    return Plan(
+        num_layers,
+        attn=picked["attn"],
+        mlp=picked["mlp"],
+        blocks=picked["block"],
+        remove_residual=remove_residual,
+        meta=meta,
+    )
+
+
+def _span_plan(scores: Scores, n: int) -> Plan:
+    """Drop layers l..l+n-1 where the stream changes least: min over l of angular(h_l, h_{l+n})."""
+    if scores.angular is None:
+        raise ValueError("consecutive block drop needs angular distances; score with angular=true")
+    num_layers = scores.num_layers
+    if n == 0:
+        return Plan(num_layers, meta={"target": "block", "n": 0, "mode": "consecutive"})
+    distances = {start: scores.angular[start][start + n] for start in range(num_layers - n + 1)}
+    start = min(distances, key=lambda s: (distances[s], s))
+    meta = {"target": "block", "n": n, "mode": "consecutive", "angular_distance": distances[start]}
+    return Plan(num_layers, blocks=range(start, start + n), meta=meta)

@@ -1,0 +1,110 @@
+"""Drop plans from scores: ranking, joint ranking across kinds, consecutive spans, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from whatmatters.plans import Plan, drop_count, make_plan
+from whatmatters.scores import Scores
+
+NAN = float("nan")
+
+
+def scores(**kw) -> Scores:
+    base = dict(
+        attn=[0.50, 0.05, 0.30, 0.01, 0.02, 0.20],
+        mlp=[0.90, 0.40, 0.03, 0.25, 0.35, 0.60],
+        block=[0.95, 0.45, 0.20, 0.10, 0.15, 0.70],
+    )
+    return Scores(**(base | kw), meta={"criterion": "cosine"})
+
+
+@pytest.mark.parametrize(
+    ("target", "n", "want"),
+    [
+        ("attn", 2, {"attn": (3, 4)}),
+        ("mlp", 1, {"mlp": (2,)}),
+        ("block", 3, {"blocks": (2, 3, 4)}),
+        # Joint ranks attention and MLP together: 0.01, 0.02, 0.03 (mlp 2), 0.05.
+        ("joint", 4, {"attn": (1, 3, 4), "mlp": (2,)}),
+    ],
+)
+def test_one_shot_drops_the_lowest_scored_modules(target, n, want):
+    plan = make_plan(scores(), target, n=n)
+    assert {k: getattr(plan, k) for k in want} == want
+    assert plan.meta["target"] == target and plan.meta["n"] == n
+
+
+def test_joint_ranking_mixes_kinds_by_score():
+    plan = make_plan(scores(), "joint", n=3)
+    assert plan.attn == (3, 4) and plan.mlp == (2,)
+
+
+def test_ratio_counts_the_targets_modules():
+    assert drop_count("attn", 32, ratio=0.25) == 8
+    assert drop_count("joint", 32, ratio=0.25) == 16  # joint has 2 modules per layer
+    assert make_plan(scores(), "attn", ratio=0.5).attn == (1, 3, 4)
+
+
+def test_already_dropped_modules_are_never_chosen_again():
+    plan = make_plan(scores(attn=[0.5, 0.05, 0.3, NAN, NAN, 0.2]), "attn", n=2)
+    assert plan.attn == (1, 5)
+
+
+def test_consecutive_block_mode_picks_the_span_with_least_angular_change():
+    n = 6
+    angular = [[abs(i - j) * 0.1 for j in range(n + 1)] for i in range(n + 1)]
+    angular[2][5] = 0.01  # layers 2, 3, 4 barely change the stream
+    plan = make_plan(scores(angular=angular), "block", n=3, consecutive=True)
+    assert plan.blocks == (2, 3, 4) and plan.meta["mode"] == "consecutive"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target": "attn", "n": -1}, "0 <= n <= 6"),
+        ({"target": "attn", "n": 7}, "the model has 6"),
+        ({"target": "joint", "n": 13}, "the model has 12"),
+        ({"target": "block", "n": 6}, "leaves no model"),
+        ({"target": "attn", "ratio": 1.5}, r"ratio must be in \[0, 1\]"),
+        ({"target": "attn"}, "exactly one of n or ratio"),
+        ({"target": "attn", "n": 1, "ratio": 0.1}, "exactly one of n or ratio"),
+        ({"target": "heads", "n": 1}, "Unknown drop target"),
+        ({"target": "mlp", "n": 1, "consecutive": True}, "use target=block"),
+        ({"target": "block", "n": 2, "consecutive": True}, "needs angular"),
+    ],
+)
+def test_bad_amounts_and_targets_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_plan(scores(), **kwargs)
+
+
+def test_joint_plan_on_scores_missing_a_kind_is_rejected():
+    with pytest.raises(ValueError, match="no mlp values"):
+        make_plan(scores(mlp=[NAN] * 6), "joint", n=2)
+
+
+def test_more_drops_than_remaining_modules_is_rejected():
+    with pytest.raises(ValueError, match="only 2 remain"):
+        make_plan(scores(attn=[NAN, NAN, NAN, NAN, 0.1, 0.2]), "attn", n=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attn": (1, 1)}, "same attn layer twice"),
+        ({"blocks": (0, 1, 2, 3, 4, 5)}, "removes every block"),
+        ({"mlp": (6,)}, "out of range"),
+        ({"blocks": (1,), "attn": (1,)}, "dropped as blocks and as sub-layers"),
+    ],
+)
+def test_invalid_plans_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Plan(6, **kwargs)
+
+
+def test_plan_json_round_trip(tmp_path):
+    plan = make_plan(scores(), "joint", n=4)
+    plan.save(tmp_path / "plan.json")
+    back = Plan.load(tmp_path / "plan.json")
+    assert back == plan and back.meta == plan.meta
