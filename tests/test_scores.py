@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_model
 from whatmatters.adapters import UnsupportedArchitectureError, adapter_for
-from whatmatters.scores import Scores, compute_scores
+from whatmatters.scores import Scores, StreamCache, compute_scores
 
 
 def calib(n: int = 3, length: int = 12, seed: int = 1) -> torch.Tensor:
@@ -174,3 +174,29 @@ def test_unknown_architecture_names_supported_families_and_the_fix():
 def test_empty_or_1d_input_is_rejected(shape):
     with pytest.raises(ValueError, match=r"\[N, L\]"):
         compute_scores(tiny_model("llama"), torch.zeros(shape, dtype=torch.long), progress=False)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_restart_from_cached_layer_input_equals_a_full_pass(family):
+    """Changing layer 2 leaves layers 0-1 unchanged: re-scoring from the cached input of layer 2
+    gives exactly the full pass's scores of layers >= 2, at (L - 2) / L of a forward pass."""
+    model, ids = tiny_model(family), calib(n=4)
+    cache = StreamCache()
+    compute_scores(model, ids, batch_size=2, angular=False, cache=cache, progress=False)
+    assert sorted(cache.inputs) == [0, 1, 2, 3] and len(cache.inputs[2]) == 2
+    adapter = adapter_for(model)
+    layer = adapter.layers(model)[2]
+    getattr(layer, adapter.attn.module).o_proj.weight.mul_(3.0)  # layer 2 changes, 0-1 do not
+    full = compute_scores(model, ids, batch_size=2, angular=False, progress=False)
+    partial = compute_scores(model, ids, batch_size=2, angular=False, start=2, cache=cache, progress=False)
+    for kind in ("attn", "mlp", "block"):
+        assert all(math.isnan(v) for v in getattr(partial, kind)[:2])
+        assert getattr(partial, kind)[2:] == pytest.approx(getattr(full, kind)[2:], abs=1e-6)
+    assert partial.meta["forward_equivalents"] == 0.5
+    assert sorted(cache.inputs) == [0, 1, 2, 3]  # refilled for the next restart
+
+
+def test_restart_without_cached_inputs_is_rejected():
+    with pytest.raises(ValueError, match="StreamCache"):
+        compute_scores(tiny_model("llama"), calib(), start=2, angular=False, progress=False)

@@ -154,10 +154,39 @@ def _first(output: Tensor | tuple) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+class _Skip(nn.Module):
+    """Stands in for a decoder layer below the restart point: its output is already cached."""
+
+    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        return hidden_states
+
+
+@dataclass
+class StreamCache:
+    """The residual stream entering each layer, per calibration batch, from the last pass.
+
+    Dropping a module of layer l leaves every layer below l unchanged, so an iterative drop can
+    re-score from layer l on, starting from the cached input of layer l (kept on the CPU).
+    """
+
+    inputs: dict[int, list[Tensor]] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for batch in self.inputs.values() for t in batch)
+
+
 class _Collector:
     """Hooks that accumulate per-layer score sums over the non-padding tokens of each batch."""
 
-    def __init__(self, model: nn.Module, fn: TokenCriterion, angular: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        fn: TokenCriterion,
+        angular: bool,
+        start: int = 0,
+        restart: list[Tensor] | None = None,
+        cache: StreamCache | None = None,
+    ) -> None:
         adapter = adapter_for(model)
         self.layers = adapter.layers(model)
         n = len(self.layers)
@@ -166,11 +195,20 @@ class _Collector:
         self.tokens = 0
         self.angular = torch.zeros(n + 1, n + 1, dtype=torch.float64) if angular else None
         self.mask: Tensor | None = None  # bool [B, T] of the batch in flight
+        self.batch = 0  # index of the batch in flight, to read the restart inputs
+        self.start, self.restart, self.cache = start, restart, cache
         self._inputs: dict[tuple[str, int], Tensor] = {}
         self._streams: list[Tensor] = []  # normalised residual stream at each layer boundary
         self._handles = []
         self.hooked: set[tuple[str, int]] = set()
+        if start > 0:
+            # Registered first, so the scoring hooks of layer `start` see the cached input.
+            self._handles.append(
+                self.layers[start].register_forward_pre_hook(self._restart, with_kwargs=True)
+            )
         for i, layer in enumerate(self.layers):
+            if i < start:
+                continue
             self._hook_pair(layer, layer, ("block", i))
             for kind in KINDS:
                 branch = adapter.branch(kind)
@@ -178,6 +216,12 @@ class _Collector:
                 if norm is not None and out is not None:  # a dropped branch has no modules left
                     self._hook_pair(norm, out, (kind, i))
                     self.hooked.add((kind, i))
+
+    def _restart(self, module, args, kwargs):
+        h = self.restart[self.batch].to(_hidden(args, kwargs).device)
+        if args:
+            return (h, *args[1:]), kwargs
+        return args, kwargs | {"hidden_states": h}
 
     def _tokens(self, h: Tensor) -> Tensor:
         return h[self.mask].float()  # (tokens, hidden), float32 whatever the model dtype
@@ -188,8 +232,12 @@ class _Collector:
         def capture(module, args, kwargs):
             x = _hidden(args, kwargs)
             self._inputs[key] = x
-            if kind == "block" and self.angular is not None:
+            if kind != "block":
+                return
+            if self.angular is not None:
                 self._streams.append(F.normalize(self._tokens(x), dim=-1))
+            if self.cache is not None:
+                self.cache.inputs.setdefault(i, []).append(x.detach().cpu())
 
         def score(module, args, kwargs, output):
             x = self._tokens(self._inputs.pop(key))
@@ -205,6 +253,7 @@ class _Collector:
 
     def end_batch(self) -> None:
         self.tokens += int(self.mask.sum())
+        self.batch += 1
         if self.angular is not None:
             h = torch.stack(self._streams)  # (L+1, tokens, hidden), unit vectors
             cos = torch.einsum("itd,jtd->ijt", h, h).clamp(-1.0, 1.0)
@@ -234,11 +283,16 @@ def compute_scores(
     angular: bool = True,
     seed: int = 0,
     progress: bool = True,
+    start: int = 0,
+    cache: StreamCache | None = None,
 ) -> Scores:
     """Scores of every layer of `model` on calibration data `input_ids` [N, L] (one forward pass).
 
     `attention_mask` (1 = real token) excludes padding from the average. `angular` also records the
     consecutive-span angular distances (needs the residual stream of every layer per batch).
+    With a `cache`, the pass stores each layer's input there; with `start` > 0 it runs only layers
+    >= start, from the cached input of layer `start` (scores of layers below are NaN: unchanged,
+    the caller keeps its earlier ones). Cost: (layers run / layers) forward-pass equivalents.
     """
     if criterion not in TOKEN_CRITERIA and criterion not in ORDER_CRITERIA:
         raise ValueError(f"Unknown criterion {criterion!r}; choose one of {criteria()}")
@@ -246,20 +300,33 @@ def compute_scores(
         raise ValueError(f"input_ids must be a non-empty [N, L] tensor, got shape {tuple(input_ids.shape)}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if start > 0 and (angular or cache is None or start not in cache.inputs):
+        raise ValueError("start > 0 needs a StreamCache holding that layer's inputs, and angular=False")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    restart = cache.inputs[start] if start > 0 else None
+    if cache is not None:  # inputs below `start` stay valid; this pass refills the rest
+        cache.inputs = {i: v for i, v in cache.inputs.items() if i < start}
     # Order criteria ignore the data, but the pass still records the data's cosine scores and
     # which modules exist, so their result has the same shape (NaN for dropped modules).
-    collector = _Collector(model, TOKEN_CRITERIA.get(criterion, cosine), angular)
+    collector = _Collector(model, TOKEN_CRITERIA.get(criterion, cosine), angular, start, restart, cache)
+    layers = collector.layers
+    skipped = [layers[i] for i in range(start)]
+    for i in range(start):
+        layers[i] = _Skip()
     device = next(model.parameters()).device
     try:
-        for start in tqdm(range(0, len(input_ids), batch_size), desc="scoring", disable=not progress):
-            ids, m = input_ids[start : start + batch_size], mask[start : start + batch_size]
+        for first in tqdm(range(0, len(input_ids), batch_size), desc="scoring", disable=not progress):
+            ids, m = input_ids[first : first + batch_size], mask[first : first + batch_size]
             collector.mask = m.bool().to(device)
             model(input_ids=ids.to(device), attention_mask=m.to(device), use_cache=False)
             collector.end_batch()
     finally:
         collector.remove()
+        for i, layer in enumerate(skipped):
+            layers[i] = layer
     raw = collector.result()
+    for kind in SCORE_KINDS:  # layers below `start` did not run: their scores come from the caller
+        raw[kind][:start] = [float("nan")] * start
     if criterion in ORDER_CRITERIA:
         order = ORDER_CRITERIA[criterion]
         for offset, kind in enumerate(SCORE_KINDS):  # distinct seeds: kinds must not tie in a joint ranking
@@ -270,6 +337,7 @@ def compute_scores(
         "num_samples": int(input_ids.shape[0]),
         "seq_len": int(input_ids.shape[1]),
         "tokens": collector.tokens,
+        "forward_equivalents": (len(layers) - start) / len(layers),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "model_type": model.config.model_type,
     }
