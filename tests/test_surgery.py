@@ -193,14 +193,28 @@ def test_remove_residual_differs_from_plain_drop_and_matches_hand_computation(fa
 
 
 def test_plan_for_another_layer_count_is_rejected():
-    with pytest.raises(ValueError, match="6-layer model; this model has 4 layers"):
+    with pytest.raises(ValueError, match="6-layer model; this model has 4"):
         apply_plan(tiny_model("llama"), Plan(6, attn=(1,)))
 
 
-def test_pruning_an_already_pruned_model_is_rejected():
+def test_a_further_plan_that_drops_cuts_already_made_is_rejected():
     pruned = apply_plan(tiny_model("llama"), Plan(L, attn=(1,)))
     with pytest.raises(ValueError, match="already pruned"):
         apply_plan(pruned, Plan(L, attn=(2,)))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_cutting_step_by_step_equals_cutting_once(family):
+    """Iterative dropping cuts a pruned model further; the result equals applying the final plan once."""
+    steps = [Plan(L, attn=(1,)), Plan(L, attn=(1,), blocks=(2,)), Plan(L, attn=(1, 3), blocks=(2,))]
+    stepwise = tiny_model(family)
+    for plan in steps:
+        apply_plan(stepwise, plan)
+    once = apply_plan(tiny_model(family), steps[-1])
+    torch.testing.assert_close(_logits(stepwise), _logits(once))
+    assert getattr(stepwise.config, "layer_types", None) == getattr(once.config, "layer_types", None)
+    assert len(_greedy(stepwise).past_key_values.layers) == len(_greedy(once).past_key_values.layers) == 1
+    assert sum(p.numel() for p in stepwise.parameters()) == sum(p.numel() for p in once.parameters())
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,10 @@ Kind = Literal["attn", "mlp"]
 KINDS: tuple[Kind, ...] = ("attn", "mlp")
 
 
+class DroppedBranch(nn.Module):
+    """Base of the parameter-free stand-ins that take a dropped branch's place (see surgery.py)."""
+
+
 @dataclass(frozen=True)
 class Branch:
     """One residual branch of a decoder layer: `h + post_norm(module(norm(h)))`."""
@@ -52,6 +56,10 @@ class Adapter:
 
     def branch(self, kind: Kind) -> Branch:
         return self.attn if kind == "attn" else self.mlp
+
+    def has(self, layer: nn.Module, kind: Kind) -> bool:
+        """Whether `layer` still runs its `kind` branch (False once surgery dropped it)."""
+        return not isinstance(getattr(layer, self.branch(kind).module), DroppedBranch)
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         """The decoder layers of a `*ForCausalLM` model."""

@@ -90,8 +90,9 @@ def criteria() -> list[str]:
 class Scores:
     """One score per layer for each kind (NaN where the module no longer exists), plus metadata.
 
+    Lists are indexed by the original layer number (a pruned model has NaN at removed blocks);
     `angular[i][j]` (i < j) is the mean angular distance arccos(cos(h_i, h_j)) / pi between the
-    residual stream entering layer i and entering layer j (j = L: the last layer's output): the
+    residual stream entering the i-th and j-th layer that ran (j = L: the last output): the
     Gromov et al. / ShortGPT criterion for dropping the consecutive span of layers i..j-1.
     """
 
@@ -211,10 +212,9 @@ class _Collector:
                 continue
             self._hook_pair(layer, layer, ("block", i))
             for kind in KINDS:
-                branch = adapter.branch(kind)
-                norm, out = getattr(layer, branch.norm, None), getattr(layer, branch.output, None)
-                if norm is not None and out is not None:  # a dropped branch has no modules left
-                    self._hook_pair(norm, out, (kind, i))
+                if adapter.has(layer, kind):  # a dropped branch has no score: it is NaN, not 0
+                    branch = adapter.branch(kind)
+                    self._hook_pair(getattr(layer, branch.norm), getattr(layer, branch.output), (kind, i))
                     self.hooked.add((kind, i))
 
     def _restart(self, module, args, kwargs):
@@ -273,6 +273,18 @@ class _Collector:
         return out
 
 
+def kept_layers(model: nn.Module) -> tuple[list[int], int]:
+    """Original index of each decoder layer of `model`, and the original layer count.
+
+    A model pruned by surgery records its plan (original numbering) in `config.drop_plan`.
+    """
+    plan = getattr(model.config, "drop_plan", None)
+    if plan is None:
+        n = len(adapter_for(model).layers(model))
+        return list(range(n)), n
+    return [i for i in range(plan["num_layers"]) if i not in plan["blocks"]], plan["num_layers"]
+
+
 @torch.no_grad()
 def compute_scores(
     model: nn.Module,
@@ -325,8 +337,14 @@ def compute_scores(
         for i, layer in enumerate(skipped):
             layers[i] = layer
     raw = collector.result()
-    for kind in SCORE_KINDS:  # layers below `start` did not run: their scores come from the caller
-        raw[kind][:start] = [float("nan")] * start
+    kept, total = kept_layers(model)
+    for kind in SCORE_KINDS:
+        # Layers below `start` did not run: their scores come from the caller. A pruned model's
+        # scores are indexed by the original layer numbers, NaN for removed blocks.
+        values = [float("nan")] * start + raw[kind][start:]
+        raw[kind] = [float("nan")] * total
+        for pos, layer in enumerate(kept):
+            raw[kind][layer] = values[pos]
     if criterion in ORDER_CRITERIA:
         order = ORDER_CRITERIA[criterion]
         for offset, kind in enumerate(SCORE_KINDS):  # distinct seeds: kinds must not tie in a joint ranking
@@ -338,6 +356,7 @@ def compute_scores(
         "seq_len": int(input_ids.shape[1]),
         "tokens": collector.tokens,
         "forward_equivalents": (len(layers) - start) / len(layers),
+        "kept_layers": kept,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "model_type": model.config.model_type,
     }

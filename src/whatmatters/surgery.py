@@ -11,8 +11,7 @@ their family's `Pruned*` subclasses (same instance, same modules), which
 * rebuild the cut model in `__init__`, so `save_pretrained` and `AutoModelForCausalLM.from_pretrained`
   round-trip without remote code once `whatmatters` is imported (it registers the classes).
 
-Applying a plan to an already pruned model is an error: plans index the original layers, so cut the
-original model once, with the combined plan.
+A pruned model can be cut further by a plan that contains its own (plans index the original layers).
 """
 
 from __future__ import annotations
@@ -26,13 +25,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, Pre
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-from whatmatters.adapters import ADAPTERS, Adapter, Branch, adapter_for, register
+from whatmatters.adapters import ADAPTERS, Adapter, Branch, DroppedBranch, adapter_for, register
 from whatmatters.plans import Plan
 
 PREFIX = "whatmatters_"  # model_type of a pruned model = PREFIX + its family's model_type
 
 
-class DroppedAttention(nn.Module):
+class DroppedAttention(DroppedBranch):
     """Stands in for a deleted attention: its branch adds nothing; it has no weights and no cache slot."""
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
@@ -40,7 +39,7 @@ class DroppedAttention(nn.Module):
         return hidden_states.new_zeros(()), None
 
 
-class DroppedMLP(nn.Module):
+class DroppedMLP(DroppedBranch):
     """Stands in for a deleted MLP: its branch adds nothing; it has no weights."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -48,31 +47,52 @@ class DroppedMLP(nn.Module):
 
 
 def apply_plan(model: PreTrainedModel, plan: Plan) -> PreTrainedModel:
-    """Cut `model` in place to `plan` (indexed by the model's current, original layers) and return it."""
+    """Cut `model` in place to `plan` (indexed by the original layers) and return it.
+
+    An already pruned model can be cut further by a plan that contains its own: that is how an
+    iterative drop removes one module at a time without reloading the original.
+    """
     config = model.config
-    if isinstance(config, _PrunedConfig):
-        raise ValueError(
-            "This model is already pruned, and plans index the original layers: apply one combined plan "
-            "to the original model instead."
-        )
     adapter = adapter_for(model)
-    classes = pruned_classes(config.model_type)
     layers = adapter.layers(model)
-    if plan.num_layers != len(layers):
-        raise ValueError(
-            f"The plan is for a {plan.num_layers}-layer model; this model has {len(layers)} layers"
-        )
-    for i in reversed(plan.blocks):
-        del layers[i]
+    pruned = isinstance(config, _PrunedConfig)
+    done = (
+        Plan.from_dict(config.drop_plan)
+        if pruned
+        else Plan(len(layers), remove_residual=plan.remove_residual)
+    )
+    _check_extends(done, plan)
+    positions = _kept_layers(done)  # original index of each current layer
+    for i in sorted(set(plan.blocks) - set(done.blocks), reverse=True):
+        del layers[positions.index(i)]
     kept = _kept_layers(plan)
     config.num_hidden_layers = len(kept)
     if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[i] for i in kept]
+        config.layer_types = [config.layer_types[positions.index(i)] for i in kept]
     config.drop_plan = plan.to_dict()
-    # Same instance, same modules: the subclasses only add how to cache, save and reload a cut model.
-    config.__class__, model.__class__ = classes
+    if not pruned:
+        # Same instance, same modules: the subclasses only add how to cache, save and reload a cut model.
+        config.__class__, model.__class__ = pruned_classes(config.model_type)
     _drop_branches(model, adapter, plan)
     return model
+
+
+def _nothing(num_layers: int, plan: Plan) -> Plan:
+    return Plan(num_layers, remove_residual=plan.remove_residual)
+
+
+def _check_extends(done: Plan, plan: Plan) -> None:
+    """`plan` must index the same original model and keep every cut already made."""
+    if plan.num_layers != done.num_layers:
+        raise ValueError(f"The plan is for a {plan.num_layers}-layer model; this model has {done.num_layers}")
+    for name in ("attn", "mlp", "blocks"):
+        if not set(getattr(done, name)) <= set(getattr(plan, name)):
+            raise ValueError(
+                f"This model is already pruned ({name} {list(getattr(done, name))}); plans index the "
+                "original layers, so a further plan must contain the cuts already made"
+            )
+    if plan.remove_residual != done.remove_residual and done.attn:
+        raise ValueError("Cannot mix attention drops with and without their residual branch in one model")
 
 
 def _kept_layers(plan: Plan) -> list[int]:
