@@ -108,7 +108,7 @@ def make_plan(
     candidates = {}
     for kind in kinds:
         values = getattr(scores, kind)
-        if len(values) != num_layers or all(math.isnan(v) for v in values):
+        if len(values) != num_layers:  # all-NaN is fine: every such module is already dropped
             raise ValueError(f"The scores have no {kind} values; a {target} plan needs them")
         candidates |= {(kind, i): v for i, v in enumerate(values) if not math.isnan(v)}
     if count > len(candidates):
