@@ -23,6 +23,17 @@ def test_score_config_composes_for_every_model_and_data(model, data):
     assert cfg.data.source == data and cfg.data.n > 0 and cfg.data.seq_len > 0
 
 
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mode", ["one_shot", "iterative"])
+def test_drop_config_composes_for_every_method_and_mode(method, mode):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("drop", overrides=[f"method={method}", f"mode={mode}"])
+    assert cfg.method.target == method and (cfg.method.n is None) != (cfg.method.ratio is None)
+
+
 def test_every_config_file_opens_with_the_command_that_runs_it():
     for path in CONF.rglob("*.yaml"):
         head = path.read_text().splitlines()[:4]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from whatmatters import data, models
+from whatmatters.drop import MODES, iterative_drop, one_shot_drop
 from whatmatters.plots import importance_heatmap
-from whatmatters.scores import Scores, compute_scores
+from whatmatters.scores import Scores, atomic_write_text, compute_scores
 
 
 def device_for(name: str) -> str:
@@ -20,24 +23,121 @@ def device_for(name: str) -> str:
     return name
 
 
-def score(cfg: DictConfig, out_dir: Path) -> Scores:
-    """Load model and calibration data, score every layer, write scores.json and heatmap.png."""
-    start = time.perf_counter()
+def _setup(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.Tensor]:
     model, tokenizer = models.load(cfg.model.name_or_path, cfg.model.dtype, device_for(cfg.device))
     ids = data.calibration_ids(tokenizer, cfg.data.source, cfg.data.n, cfg.data.seq_len, cfg.data.path)
-    scores = compute_scores(
-        model, ids, batch_size=cfg.batch_size, criterion=cfg.criterion, angular=cfg.angular, seed=cfg.seed
-    )
+    return model, tokenizer, ids
+
+
+def _save_scores(cfg: DictConfig, scores: Scores, out_dir: Path) -> None:
     scores.meta |= {
         "model": cfg.model.name,
         "name_or_path": cfg.model.name_or_path,
         "data": cfg.data.source,
         "data_path": cfg.data.path,
-        "wall_s": round(time.perf_counter() - start, 1),
     }
     scores.save(out_dir / "scores.json")
     importance_heatmap(scores, out_dir / "heatmap.png", title=f"{cfg.model.name}: importance per layer")
+
+
+def score(cfg: DictConfig, out_dir: Path) -> Scores:
+    """Load model and calibration data, score every layer, write scores.json and heatmap.png."""
+    start = time.perf_counter()
+    model, _, ids = _setup(cfg)
+    scores = compute_scores(
+        model, ids, batch_size=cfg.batch_size, criterion=cfg.criterion, angular=cfg.angular, seed=cfg.seed
+    )
+    scores.meta["wall_s"] = round(time.perf_counter() - start, 1)
+    _save_scores(cfg, scores, out_dir)
     return scores
+
+
+def drop(cfg: DictConfig, out_dir: Path) -> dict:
+    """Score (or reuse scores.json), plan, drop, save the pruned model; returns the run's summary."""
+    start = time.perf_counter()
+    method = cfg.method
+    if cfg.mode not in MODES:
+        raise ValueError(f"Unknown mode {cfg.mode!r}; choose one of {MODES}")
+    if cfg.mode == "iterative" and cfg.scores_path:
+        raise ValueError("iterative mode re-scores the pruned model itself; drop scores_path or use one_shot")
+    model, tokenizer, ids = _setup(cfg)
+    params_before = model.num_parameters()
+    amount = dict(n=method.n, ratio=method.ratio)
+    if cfg.mode == "iterative":
+        result = iterative_drop(
+            model,
+            ids,
+            method.target,
+            **amount,
+            criterion=cfg.criterion,
+            batch_size=cfg.batch_size,
+            remove_residual=method.remove_residual,
+        )
+    else:
+        if cfg.scores_path:
+            scores = Scores.load(cfg.scores_path)
+        else:
+            scores = compute_scores(
+                model,
+                ids,
+                batch_size=cfg.batch_size,
+                criterion=cfg.criterion,
+                angular=method.consecutive,
+                seed=cfg.seed,
+            )
+        result = one_shot_drop(
+            model,
+            scores,
+            method.target,
+            **amount,
+            consecutive=method.consecutive,
+            remove_residual=method.remove_residual,
+        )
+    _save_scores(cfg, result.scores, out_dir)
+    result.plan.save(out_dir / "plan.json")
+    model.save_pretrained(out_dir / "model")
+    tokenizer.save_pretrained(out_dir / "model")
+    out = {
+        "model": cfg.model.name,
+        "target": method.target,
+        "mode": cfg.mode,
+        "plan": result.plan.to_dict(),
+        "steps": result.steps,
+        "forward_equivalents": result.forward_equivalents,
+        "params_before": params_before,
+        "params_after": model.num_parameters(),
+        "sample": _sample(model, tokenizer, cfg.prompt),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    atomic_write_text(out_dir / "summary.json", json.dumps(out, indent=1))
+    return out
+
+
+def _sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, tokens: int = 20) -> str:
+    """A short greedy continuation: the quickest sign that a pruned model still speaks."""
+    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, max_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def drop_summary(out: dict) -> str:
+    """One screen: what was dropped, what it saved, what the pruned model says."""
+    plan = out["plan"]
+    saved = out["params_before"] - out["params_after"]
+    lines = [
+        f"{out['model']}: {out['target']} drop, {out['mode']}, n={plan['meta'].get('n')}",
+        f"  attention dropped: {plan['attn']}",
+        f"  MLP dropped:       {plan['mlp']}",
+        f"  blocks dropped:    {plan['blocks']}",
+        f"  parameters: {out['params_before']:,} -> {out['params_after']:,} (-{saved:,}, "
+        f"{100 * saved / out['params_before']:.1f}%)",
+        f"  scoring cost: {out['forward_equivalents']:.2f} forward passes",
+        f"  sample: {out['sample']!r}",
+    ]
+    return "\n".join(lines)
 
 
 def summary(scores: Scores, k: int = 8) -> str:
