@@ -1,0 +1,98 @@
+"""The paper's own numbers (arXiv 2406.15786 v6), to print beside ours, always labelled as the paper's.
+
+Nothing here is measured: these are the published Avg / speedup / SDR values of Tables 1-3, 6, 7,
+as listed in shared/PAPER.md. A measured row is matched to the paper's row of the same method at
+the same *fraction* of that model's modules, so a 30-layer model's Attn-8 sits beside the 32-layer
+Attn-8 it corresponds to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TARGET_LABELS = {"none": "Baseline", "attn": "Attn", "mlp": "MLP", "block": "Block", "joint": "Joint"}
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    model: str
+    layers: int
+    target: str  # none | attn | mlp | block
+    n: int
+    avg: float
+    speedup: float | None = None
+    sdr: float | None = None
+
+    @property
+    def label(self) -> str:
+        return TARGET_LABELS[self.target] + ("" if self.target == "none" else f"-{self.n}")
+
+
+def _rows(model: str, layers: int, baseline: float, entries: list[tuple]) -> list[PaperRow]:
+    rows = [PaperRow(model, layers, "none", 0, baseline, 1.0)]
+    return rows + [PaperRow(model, layers, *entry) for entry in entries]
+
+
+# Per table: the tasks averaged, and the rows (target, n, avg, speedup, sdr); None = not given.
+TABLES: dict[str, dict] = {
+    "table1": {
+        "tasks": ["arc_challenge", "boolq", "hellaswag", "mmlu", "openbookqa", "piqa", "rte", "winogrande"],
+        "rows": _rows(
+            "Llama-2-13B", 40, 68.2,
+            [("block", 4, 65.8, 1.11, 0.22), ("block", 8, 60.7, 1.24, 0.31), ("mlp", 4, 66.9, 1.04, 0.32),
+             ("mlp", 8, 61.9, 1.08, 0.79), ("attn", 4, 68.5, 1.05, -0.05), ("attn", 8, 68.1, 1.13, 0.01),
+             ("attn", 16, 66.1, 1.29, None), ("attn", 20, 64.9, 1.40, 0.08)],
+        )
+        + _rows(
+            "Mistral-7B", 32, 70.3,
+            [("block", 4, 67.1, 1.14, None), ("block", 8, 58.6, 1.32, 0.37), ("mlp", 4, 66.9, 1.03, 1.13),
+             ("mlp", 8, 53.4, 1.06, 2.82), ("attn", 4, 69.9, 1.10, None), ("attn", 8, 69.8, 1.23, 0.02),
+             ("attn", 12, 67.3, 1.40, 0.08)],
+        ),
+    },
+    "table2": {
+        "tasks": ["hellaswag", "mmlu", "openbookqa", "winogrande"],
+        "rows": _rows(
+            "Llama-3-8B", 32, 67.6,
+            [("attn", 8, 67.4, 1.16, None), ("attn", 12, 65.8, 1.26, None), ("attn", 16, 55.4, 1.38, 0.32),
+             ("attn", 20, 38.6, 1.52, None)],
+        )
+        + _rows(
+            "Llama-3-70B", 80, 75.1,
+            [("attn", 16, 75.0, 1.17, None), ("attn", 32, 75.2, 1.35, None), ("attn", 40, 73.3, 1.43, None),
+             ("attn", 48, 71.0, 1.55, 0.07)],
+        ),
+    },
+    "table3": {
+        "tasks": ["arc_challenge", "boolq", "hellaswag", "mmlu", "openbookqa", "piqa", "rte", "winogrande"],
+        "rows": _rows(
+            "Llama-2-70B", 80, 73.9,
+            [("block", 8, 67.7, 1.14, None), ("block", 32, 49.3, 1.67, None), ("mlp", 16, 65.9, 1.08, 1.00),
+             ("mlp", 32, 55.7, 1.17, None), ("attn", 16, 73.8, 1.21, None), ("attn", 32, 73.8, 1.35, 0.00),
+             ("attn", 40, 71.5, 1.48, 0.05), ("attn", 48, 66.9, 1.62, 0.11)],
+        ),
+    },
+}  # fmt: skip
+
+# Hydra model config name -> the paper's model name, for runs on the paper's own models.
+PAPER_MODELS = {
+    "llama2-13b": "Llama-2-13B",
+    "mistral-7b": "Mistral-7B",
+    "llama3-8b": "Llama-3-8B",
+    "llama3-70b": "Llama-3-70B",
+    "llama2-70b": "Llama-2-70B",
+}
+
+
+def paper_row(table: str, model: str, target: str, n: int, num_layers: int) -> PaperRow | None:
+    """The paper's row for a run: the same model and n if the paper ran it, else the table's first
+    model at the nearest fraction n / layers (within one of that model's layers), else None."""
+    rows = [r for r in TABLES[table]["rows"] if r.target == target]
+    own = [r for r in rows if r.model == PAPER_MODELS.get(model)]
+    if own:
+        return next((r for r in own if r.n == n), None)
+    if not rows:
+        return None
+    reference = [r for r in rows if r.model == rows[0].model]
+    best = min(reference, key=lambda r: abs(r.n / r.layers - n / num_layers))
+    return best if abs(best.n - n * best.layers / num_layers) <= 1.0 else None
