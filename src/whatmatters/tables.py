@@ -1,0 +1,81 @@
+"""The paper's tables rebuilt from the results store: measured columns, then the paper's, labelled.
+
+Only reads records (see results.py); never runs a model. One row per run, the unpruned baseline
+first, then by method and number dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from whatmatters.paper import TABLES, TARGET_LABELS, paper_row
+from whatmatters.scores import atomic_write_text
+
+
+def method_label(record: dict) -> str:
+    """E.g. `Attn-8`, `Attn-8 no-residual`, `Joint-8 iterative`, `Attn-12 [magnitude]`."""
+    method = record["method"]
+    if method["target"] == "none":
+        return "Baseline"
+    label = f"{TARGET_LABELS[method['target']]}-{record['dropped']}"
+    if method.get("consecutive"):
+        label += " span"
+    if method.get("remove_residual"):
+        label += " no-residual"
+    if record.get("mode") == "iterative":
+        label += " iterative"
+    if record.get("criterion", "cosine") != "cosine":
+        label += f" [{record['criterion']}]"
+    return label
+
+
+def build_table(records: Iterable[dict], experiment: str, model: str, suite: str) -> pd.DataFrame:
+    """Rows of `experiment` for one model and eval suite, with the shared baseline on top."""
+    chosen = [
+        r
+        for r in records
+        if r["model"] == model
+        and r["eval"]["suite"] == suite
+        and (r["method"]["target"] == "none" or r.get("experiment") == experiment)
+    ]
+    chosen.sort(key=lambda r: (r["method"]["target"] != "none", r["method"]["target"], r["dropped"]))
+    paper_table = experiment if experiment in TABLES else None
+    rows = []
+    for r in chosen:
+        row = {"model": model, "method": method_label(r)}
+        for task, result in r["eval"]["tasks"].items():
+            row[task] = result["value"]
+            row[f"{task} ±"] = result["stderr"]
+        row["Avg"] = r["eval"]["avg"]
+        speed = r.get("speed") or {}
+        row["speedup"] = speed.get("speedup")
+        row["KV ratio"] = speed.get("kv_ratio")
+        row["SDR"] = r.get("sdr")
+        if paper_table:
+            ref = paper_row(paper_table, model, r["method"]["target"], r["dropped"], r["num_layers"])
+            row |= {
+                "paper row": f"{ref.model} {ref.label}" if ref else None,
+                "paper Avg": ref.avg if ref else None,
+                "paper speedup": ref.speedup if ref else None,
+                "paper SDR": ref.sdr if ref else None,
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_table(frame: pd.DataFrame, stem: str | Path, title: str) -> list[Path]:
+    """`stem`.md, .csv and .tex; the markdown opens with what is measured and what is the paper's."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    note = (
+        f"# {title}\n\nMeasured by this repo unless the column says `paper`: the `paper ...` columns are "
+        "the published numbers (arXiv 2406.15786 v6), not reruns. `±` = lm-eval standard error.\n\n"
+    )
+    paths = [stem.with_suffix(ext) for ext in (".md", ".csv", ".tex")]
+    atomic_write_text(paths[0], note + frame.to_markdown(index=False, floatfmt=".3g") + "\n")
+    atomic_write_text(paths[1], frame.to_csv(index=False))
+    atomic_write_text(paths[2], frame.to_latex(index=False, float_format="%.3g", na_rep="--"))
+    return paths

@@ -1,0 +1,67 @@
+"""Tables from fixture records: expected rows, measured beside the paper's labelled numbers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from whatmatters.paper import paper_row
+from whatmatters.tables import build_table, method_label, write_table
+
+
+def record(target: str, n: int, avg: float, experiment: str | None = "table2", **extra) -> dict:
+    method = {"target": target, "n": n, "ratio": None, "consecutive": False, "remove_residual": False}
+    return {
+        "key": f"{target}{n}",
+        "model": "smollm2-135m",
+        "experiment": experiment,
+        "method": method,
+        "mode": "one_shot",
+        "criterion": "cosine",
+        "dropped": n,
+        "num_layers": 30,
+        "eval": {"suite": "embedded", "avg": avg, "tasks": {"wm_cloze": {"value": avg, "stderr": 1.0}}},
+        "speed": {"speedup": 1.0 + n / 100, "kv_ratio": (30 - n) / 30 if target == "attn" else 1.0},
+        "sdr": None if n == 0 else (50.0 - avg) / n,
+    } | extra
+
+
+def test_table2_rows_are_baseline_then_each_drop_with_the_papers_numbers_beside():
+    records = [record("attn", 15, 40.0), record("none", 0, 50.0, experiment=None), record("attn", 8, 48.0)]
+    records.append(record("attn", 8, 10.0, experiment="table7"))  # another experiment: not in this table
+    frame = build_table(records, "table2", "smollm2-135m", "embedded")
+    assert list(frame["method"]) == ["Baseline", "Attn-8", "Attn-15"]
+    assert list(frame["Avg"]) == [50.0, 48.0, 40.0]
+    assert list(frame["paper row"]) == ["Llama-3-8B Baseline", "Llama-3-8B Attn-8", "Llama-3-8B Attn-16"]
+    assert list(frame["paper Avg"]) == [67.6, 67.4, 55.4]
+    assert frame["SDR"].iloc[2] == pytest.approx(10 / 15)
+    assert frame["wm_cloze ±"].iloc[0] == 1.0
+
+
+def test_other_models_and_suites_are_left_out():
+    records = [record("none", 0, 50.0), record("attn", 8, 48.0, model="other"), record("attn", 4, 1.0)]
+    records[2]["eval"]["suite"] = "paper_table2"
+    assert list(build_table(records, "table2", "smollm2-135m", "embedded")["method"]) == ["Baseline"]
+
+
+def test_labels_name_every_variant():
+    assert method_label(record("attn", 8, 1.0, mode="iterative")) == "Attn-8 iterative"
+    assert method_label(record("attn", 12, 1.0, criterion="random")) == "Attn-12 [random]"
+    rec = record("attn", 4, 1.0)
+    rec["method"]["remove_residual"] = True
+    assert method_label(rec) == "Attn-4 no-residual"
+
+
+def test_paper_rows_match_by_fraction_or_own_model():
+    assert paper_row("table1", "mistral-7b", "mlp", 8, 32).sdr == 2.82
+    assert paper_row("table2", "smollm2-135m", "attn", 3, 30) is None  # no paper row near 3/30
+
+
+def test_written_table_files_say_which_numbers_are_the_papers(tmp_path):
+    frame = build_table(
+        [record("none", 0, 50.0), record("attn", 8, 48.0)], "table2", "smollm2-135m", "embedded"
+    )
+    md, csv, tex = write_table(frame, tmp_path / "table2", "Table 2")
+    assert "published numbers" in md.read_text() and "paper Avg" in md.read_text()
+    assert pd.read_csv(csv)["method"].tolist() == ["Baseline", "Attn-8"]
+    assert "\\begin{tabular}" in tex.read_text()
