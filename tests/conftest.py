@@ -56,3 +56,21 @@ def tiny_llama_dir(tmp_path):
     tiny_model("llama").save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def record(target: str, n: int, avg: float, experiment: str | None = "table2", **extra) -> dict:
+    """A results-store record as experiments/run.py writes it, for table and figure tests."""
+    method = {"target": target, "n": n, "ratio": None, "consecutive": False, "remove_residual": False}
+    return {
+        "key": f"{target}{n}",
+        "model": "smollm2-135m",
+        "experiment": experiment,
+        "method": method,
+        "mode": "one_shot",
+        "criterion": "cosine",
+        "dropped": n,
+        "num_layers": 30,
+        "eval": {"suite": "embedded", "avg": avg, "tasks": {"wm_cloze": {"value": avg, "stderr": 1.0}}},
+        "speed": {"speedup": 1.0 + n / 100, "kv_ratio": (30 - n) / 30 if target == "attn" else 1.0},
+        "sdr": None if n == 0 else (50.0 - avg) / n,
+    } | extra

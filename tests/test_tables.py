@@ -5,25 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from conftest import record
 from whatmatters.paper import paper_row
 from whatmatters.tables import build_table, method_label, write_table
-
-
-def record(target: str, n: int, avg: float, experiment: str | None = "table2", **extra) -> dict:
-    method = {"target": target, "n": n, "ratio": None, "consecutive": False, "remove_residual": False}
-    return {
-        "key": f"{target}{n}",
-        "model": "smollm2-135m",
-        "experiment": experiment,
-        "method": method,
-        "mode": "one_shot",
-        "criterion": "cosine",
-        "dropped": n,
-        "num_layers": 30,
-        "eval": {"suite": "embedded", "avg": avg, "tasks": {"wm_cloze": {"value": avg, "stderr": 1.0}}},
-        "speed": {"speedup": 1.0 + n / 100, "kv_ratio": (30 - n) / 30 if target == "attn" else 1.0},
-        "sdr": None if n == 0 else (50.0 - avg) / n,
-    } | extra
 
 
 def test_table2_rows_are_baseline_then_each_drop_with_the_papers_numbers_beside():
