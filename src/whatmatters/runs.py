@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from whatmatters import data, models
-from whatmatters.drop import MODES, iterative_drop, one_shot_drop
+from whatmatters.drop import DropResult, check_mode, iterative_drop, one_shot_drop
 from whatmatters.plots import importance_heatmap
 from whatmatters.scores import Scores, atomic_write_text, compute_scores
 
@@ -23,13 +23,13 @@ def device_for(name: str) -> str:
     return name
 
 
-def _setup(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.Tensor]:
+def load_with_data(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.Tensor]:
     model, tokenizer = models.load(cfg.model.name_or_path, cfg.model.dtype, device_for(cfg.device))
     ids = data.calibration_ids(tokenizer, cfg.data.source, cfg.data.n, cfg.data.seq_len, cfg.data.path)
     return model, tokenizer, ids
 
 
-def _save_scores(cfg: DictConfig, scores: Scores, out_dir: Path) -> None:
+def save_scores(cfg: DictConfig, scores: Scores, out_dir: Path) -> None:
     scores.meta |= {
         "model": cfg.model.name,
         "name_or_path": cfg.model.name_or_path,
@@ -43,57 +43,49 @@ def _save_scores(cfg: DictConfig, scores: Scores, out_dir: Path) -> None:
 def score(cfg: DictConfig, out_dir: Path) -> Scores:
     """Load model and calibration data, score every layer, write scores.json and heatmap.png."""
     start = time.perf_counter()
-    model, _, ids = _setup(cfg)
+    model, _, ids = load_with_data(cfg)
     scores = compute_scores(
         model, ids, batch_size=cfg.batch_size, criterion=cfg.criterion, angular=cfg.angular, seed=cfg.seed
     )
     scores.meta["wall_s"] = round(time.perf_counter() - start, 1)
-    _save_scores(cfg, scores, out_dir)
+    save_scores(cfg, scores, out_dir)
     return scores
+
+
+def apply_method(
+    cfg: DictConfig, model: PreTrainedModel, ids: torch.Tensor, scores: Scores | None
+) -> DropResult:
+    """Drop `cfg.method` from `model` in place: iteratively, or one-shot from `scores` (None: score now)."""
+    method = cfg.method
+    amount = dict(n=method.n, ratio=method.ratio, remove_residual=method.remove_residual)
+    if cfg.mode == "iterative":
+        return iterative_drop(
+            model, ids, method.target, **amount, criterion=cfg.criterion, batch_size=cfg.batch_size
+        )
+    if scores is None:
+        scores = compute_scores(
+            model,
+            ids,
+            batch_size=cfg.batch_size,
+            criterion=cfg.criterion,
+            angular=method.consecutive,
+            seed=cfg.seed,
+        )
+    return one_shot_drop(model, scores, method.target, **amount, consecutive=method.consecutive)
 
 
 def drop(cfg: DictConfig, out_dir: Path) -> dict:
     """Score (or reuse scores.json), plan, drop, save the pruned model; returns the run's summary."""
     start = time.perf_counter()
     method = cfg.method
-    if cfg.mode not in MODES:
-        raise ValueError(f"Unknown mode {cfg.mode!r}; choose one of {MODES}")
+    check_mode(cfg.mode)
     if cfg.mode == "iterative" and cfg.scores_path:
         raise ValueError("iterative mode re-scores the pruned model itself; drop scores_path or use one_shot")
-    model, tokenizer, ids = _setup(cfg)
+    model, tokenizer, ids = load_with_data(cfg)
     params_before = model.num_parameters()
-    amount = dict(n=method.n, ratio=method.ratio)
-    if cfg.mode == "iterative":
-        result = iterative_drop(
-            model,
-            ids,
-            method.target,
-            **amount,
-            criterion=cfg.criterion,
-            batch_size=cfg.batch_size,
-            remove_residual=method.remove_residual,
-        )
-    else:
-        if cfg.scores_path:
-            scores = Scores.load(cfg.scores_path)
-        else:
-            scores = compute_scores(
-                model,
-                ids,
-                batch_size=cfg.batch_size,
-                criterion=cfg.criterion,
-                angular=method.consecutive,
-                seed=cfg.seed,
-            )
-        result = one_shot_drop(
-            model,
-            scores,
-            method.target,
-            **amount,
-            consecutive=method.consecutive,
-            remove_residual=method.remove_residual,
-        )
-    _save_scores(cfg, result.scores, out_dir)
+    scores = Scores.load(cfg.scores_path) if cfg.scores_path else None
+    result = apply_method(cfg, model, ids, scores)
+    save_scores(cfg, result.scores, out_dir)
     result.plan.save(out_dir / "plan.json")
     model.save_pretrained(out_dir / "model")
     tokenizer.save_pretrained(out_dir / "model")
