@@ -69,6 +69,13 @@ def embedded_dir(name: str) -> Path:
     return target
 
 
+def device_for(name: str) -> str:
+    """`auto` picks the GPU when there is one; anything else is passed to torch as given."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def resolve(name_or_path: str) -> str:
     """A path or Hub id that `from_pretrained` understands."""
     if name_or_path.startswith(EMBEDDED_PREFIX):

@@ -16,15 +16,8 @@ from whatmatters.plots import importance_heatmap
 from whatmatters.scores import Scores, atomic_write_text, compute_scores
 
 
-def device_for(name: str) -> str:
-    """`auto` picks the GPU when there is one; anything else is passed to torch as given."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def load_with_data(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.Tensor]:
-    model, tokenizer = models.load(cfg.model.name_or_path, cfg.model.dtype, device_for(cfg.device))
+    model, tokenizer = models.load(cfg.model.name_or_path, cfg.model.dtype, models.device_for(cfg.device))
     ids = data.calibration_ids(tokenizer, cfg.data.source, cfg.data.n, cfg.data.seq_len, cfg.data.path)
     return model, tokenizer, ids
 

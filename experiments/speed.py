@@ -1,0 +1,25 @@
+"""Original vs pruned speed, KV cache and memory on one generation job (config: conf/speed_bench.yaml).
+
+python experiments/speed.py
+python experiments/speed.py speed=gpu shape=mistral-7b device=cuda speed.batch_size=64
+"""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from whatmatters import speed
+
+
+@hydra.main(config_path="../conf", config_name="speed_bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    table = speed.run(cfg, out_dir)
+    print(table.to_string(index=False, float_format="{:.3g}".format))
+    print(f"wrote {out_dir / 'speed.csv'} and {out_dir / 'speed.json'}")
+
+
+if __name__ == "__main__":
+    main()
