@@ -8,12 +8,17 @@ Each row is one small function of the shared baseline: to add a row, append a fu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from transformers import PreTrainedModel
 
-from whatmatters import models
+from whatmatters import data, models
+from whatmatters.drop import iterative_drop
+from whatmatters.plans import make_plan
+from whatmatters.scores import compute_scores
 from whatmatters.speed import Job, Timing, measure, speedup, timing_plan
 from whatmatters.surgery import apply_plan
 
@@ -37,18 +42,70 @@ def pruned_vs_original(label: str, baseline: Timing) -> None:
     )
 
 
-ROWS: list[Callable[[Timing], None]] = [
+SPEED_ROWS: list[Callable[[Timing], None]] = [
     partial(pruned_vs_original, "attn-8"),
     partial(pruned_vs_original, "mlp-8"),
     partial(pruned_vs_original, "block-8"),
 ]
 
+# Calibration for the cost rows: small enough for minutes on 2 CPU cores, same text as the default.
+CALIBRATION = dict(source="lee", n=8, seq_len=512)
+
+
+def _calibration() -> torch.Tensor:
+    return data.calibration_ids(models.load(MODEL)[1], **CALIBRATION)
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def scoring_overhead() -> None:
+    """One-pass scoring (hooks: all three kinds, with and without angular distances) vs a plain forward."""
+    model, ids = load(), _calibration()
+
+    def plain() -> None:
+        for row in ids:
+            model(input_ids=row[None], use_cache=False)
+
+    plain()  # warm-up
+    base = _seconds(plain)
+    hooked = _seconds(lambda: compute_scores(model, ids, angular=False, progress=False))
+    angular = _seconds(lambda: compute_scores(model, ids, angular=True, progress=False))
+    print(f"{'scoring vs forward':<24} overhead {hooked / base:.3f}  with angular {angular / base:.3f}")
+
+
+def iterative_cost() -> None:
+    """Planning attn-8: iterative (reusing unchanged layers, and re-scoring fully) vs one-shot."""
+    ids = _calibration()
+    one_shot = _seconds(
+        lambda: make_plan(compute_scores(load(), ids, angular=False, progress=False), "attn", 8)
+    )
+    runs = {}
+    for reuse in (True, False):
+        start = time.perf_counter()
+        result = iterative_drop(load(), ids, "attn", n=8, reuse=reuse, progress=False)
+        runs[reuse] = (time.perf_counter() - start, result.forward_equivalents)
+    (t_reuse, f_reuse), (t_full, f_full) = runs[True], runs[False]
+    print(
+        f"{'iterative vs one-shot':<24} time {t_reuse / one_shot:.2f}x "
+        f"(full re-scoring {t_full / one_shot:.2f}x)  forward passes {f_reuse:.2f} vs {f_full:.0f} vs 1"
+    )
+
+
+COST_ROWS: list[Callable[[], None]] = [scoring_overhead, iterative_cost]
+
 
 def main() -> None:
-    print(f"{MODEL}, {JOB}")
+    print(f"{MODEL}, {JOB}, calibration {CALIBRATION}")
     baseline = measure(load(), JOB)
-    for row in ROWS:
+    for row in SPEED_ROWS:
         row(baseline)
+    for cost_row in COST_ROWS:
+        cost_row()
 
 
 if __name__ == "__main__":
