@@ -8,18 +8,21 @@ Each row is one small function of the shared baseline: to add a row, append a fu
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
+import transformers
 from transformers import PreTrainedModel
 
 from whatmatters import data, models
 from whatmatters.drop import iterative_drop
 from whatmatters.plans import make_plan
 from whatmatters.scores import compute_scores
-from whatmatters.speed import Job, Timing, measure, speedup, timing_plan
+from whatmatters.speed import Job, measure, speedup, timing_plan
 from whatmatters.surgery import apply_plan
 
 MODEL = "embedded:smollm2-135m"
@@ -30,8 +33,13 @@ def load() -> PreTrainedModel:
     return models.load(MODEL, JOB.dtype, JOB.device)[0]
 
 
-def pruned_vs_original(label: str, baseline: Timing) -> None:
-    """Speedup of plan `label` (prefill, decode, whole generate) and its KV cache relative to the original."""
+def pruned_vs_original(label: str) -> None:
+    """Speedup of plan `label` (prefill, decode, whole generate) and its KV cache relative to the original.
+
+    The original is timed again right before each pruned model, so slow drift of the machine (clock,
+    other load) between rows does not leak into the ratios.
+    """
+    baseline = measure(load(), JOB)
     model = load()
     pruned = measure(apply_plan(model, timing_plan(label, model.config.num_hidden_layers)), JOB, label)
     ratios = speedup(baseline, pruned)
@@ -42,7 +50,7 @@ def pruned_vs_original(label: str, baseline: Timing) -> None:
     )
 
 
-SPEED_ROWS: list[Callable[[Timing], None]] = [
+SPEED_ROWS: list[Callable[[], None]] = [
     partial(pruned_vs_original, "attn-8"),
     partial(pruned_vs_original, "mlp-8"),
     partial(pruned_vs_original, "block-8"),
@@ -96,16 +104,16 @@ def iterative_cost() -> None:
     )
 
 
-COST_ROWS: list[Callable[[], None]] = [scoring_overhead, iterative_cost]
+COST_ROWS = [scoring_overhead, iterative_cost]
 
 
 def main() -> None:
+    cpu = platform.processor() or platform.machine()
+    print(f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
+    print(f"transformers {transformers.__version__}, {platform.platform()}")
     print(f"{MODEL}, {JOB}, calibration {CALIBRATION}")
-    baseline = measure(load(), JOB)
-    for row in SPEED_ROWS:
-        row(baseline)
-    for cost_row in COST_ROWS:
-        cost_row()
+    for row in [*SPEED_ROWS, *COST_ROWS]:
+        row()
 
 
 if __name__ == "__main__":

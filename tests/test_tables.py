@@ -49,3 +49,12 @@ def test_written_table_files_say_which_numbers_are_the_papers(tmp_path):
     assert "published numbers" in md.read_text() and "paper Avg" in md.read_text()
     assert pd.read_csv(csv)["method"].tolist() == ["Baseline", "Attn-8"]
     assert "\\begin{tabular}" in tex.read_text()
+
+
+def test_a_setting_run_twice_shows_its_newest_record_and_empty_columns_drop_out():
+    old, new = record("attn", 8, 40.0, created="2026-01-01"), record("attn", 8, 45.0, created="2026-02-01")
+    for r in (old, new):
+        r["eval"]["tasks"]["wm_ppl"] = {"value": 100.0, "stderr": float("nan")}
+    frame = build_table([new, old, record("none", 0, 50.0)], "table2", "smollm2-135m", "embedded")
+    assert list(frame["method"]) == ["Baseline", "Attn-8"] and frame["Avg"].iloc[1] == 45.0
+    assert "wm_ppl" in frame and "wm_ppl ±" not in frame

@@ -33,14 +33,20 @@ def method_label(record: dict) -> str:
 
 
 def build_table(records: Iterable[dict], experiment: str, model: str, suite: str) -> pd.DataFrame:
-    """Rows of `experiment` for one model and eval suite, with the shared baseline on top."""
-    chosen = [
-        r
-        for r in records
-        if r["model"] == model
-        and r["eval"]["suite"] == suite
-        and (r["method"]["target"] == "none" or r.get("experiment") == experiment)
-    ]
+    """Rows of `experiment` for one model and eval suite, with the shared baseline on top.
+
+    A setting run again under another config (say, a longer speed job) leaves two records with one
+    label; the newest is shown. Columns with no value at all (perplexity has no stderr) are left out.
+    """
+    latest: dict[str, dict] = {}
+    for r in sorted(records, key=lambda r: r.get("created", "")):
+        if (
+            r["model"] == model
+            and r["eval"]["suite"] == suite
+            and (r["method"]["target"] == "none" or r.get("experiment") == experiment)
+        ):
+            latest[method_label(r)] = r
+    chosen = list(latest.values())
     chosen.sort(key=lambda r: (r["method"]["target"] != "none", r["method"]["target"], r["dropped"]))
     paper_table = experiment if experiment in TABLES else None
     rows = []
@@ -63,7 +69,7 @@ def build_table(records: Iterable[dict], experiment: str, model: str, suite: str
                 "paper SDR": ref.sdr if ref else None,
             }
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).dropna(axis="columns", how="all")
 
 
 def write_table(frame: pd.DataFrame, stem: str | Path, title: str) -> list[Path]:
@@ -72,10 +78,13 @@ def write_table(frame: pd.DataFrame, stem: str | Path, title: str) -> list[Path]
     stem.parent.mkdir(parents=True, exist_ok=True)
     note = (
         f"# {title}\n\nMeasured by this repo unless the column says `paper`: the `paper ...` columns are "
-        "the published numbers (arXiv 2406.15786 v6), not reruns. `±` = lm-eval standard error.\n\n"
+        "the published numbers (arXiv 2406.15786 v6), not reruns. `±` = lm-eval standard error. "
+        "Avg = mean of the accuracy tasks (%); perplexity columns (lower is better) are not in it. "
+        "Measured speedup = t_original / t_pruned of one `generate` job, timed side by side in one run.\n\n"
     )
     paths = [stem.with_suffix(ext) for ext in (".md", ".csv", ".tex")]
-    atomic_write_text(paths[0], note + frame.to_markdown(index=False, floatfmt=".3g") + "\n")
+    shown = frame.astype(object).where(frame.notna(), None)  # tabulate prints None as missingval, NaN as nan
+    atomic_write_text(paths[0], note + shown.to_markdown(index=False, floatfmt=".3g", missingval="--") + "\n")
     atomic_write_text(paths[1], frame.to_csv(index=False))
     atomic_write_text(paths[2], frame.to_latex(index=False, float_format="%.3g", na_rep="--"))
     return paths
