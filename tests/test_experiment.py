@@ -112,3 +112,15 @@ def test_paper_suite_offline_fails_before_loading_any_model(tmp_path, monkeypatc
     with pytest.raises(evaluate.EvalError, match="network"):
         experiment.run(cfg, tmp_path / "out")
     assert not loaded
+
+
+def test_a_checkpoint_revision_or_random_init_changes_the_run_key_and_defaults_do_not(tiny_run):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        default = compose("run", overrides=tiny_run)
+        explicit = compose("run", overrides=[*tiny_run, "model.revision=null", "model.random_init=false"])
+        fresh = compose("run", overrides=[*tiny_run, "model.random_init=true"])
+        step = compose("run", overrides=[*tiny_run, "model.revision=step-1000"])
+    assert experiment.run_key(default) == experiment.run_key(explicit)
+    assert len({experiment.run_key(c) for c in (default, fresh, step)}) == 3
+    # Records written before these options existed keep their keys: the defaults add nothing.
+    assert set(experiment._spec(default, "model")["model"]) == {"name_or_path", "dtype"}

@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from conftest import record
+from whatmatters import plots
 from whatmatters.results import ResultsStore
+from whatmatters.scores import Scores
 
 SCRIPT = Path(__file__).parents[1] / "figures" / "make_figures.py"
 
@@ -33,3 +37,26 @@ def test_make_figures_draws_every_figure_from_records(tmp_path):
         for ext in ("png", "pdf"):
             assert f"{fig}_smollm2-135m_embedded.{ext}" in names
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_redundancy_across_training_plots_each_checkpoint_and_refuses_mixed_models(tmp_path):
+    spec = importlib.util.spec_from_file_location("training", SCRIPT.with_name("training.py"))
+    training = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(training)
+    paths = []
+    for i, meta in enumerate(({"random_init": True}, {"revision": "step-1000"}, {})):
+        scores = Scores(
+            attn=[0.3, 0.1 / (i + 1)], mlp=[0.9, 0.1], block=[0.9, 0.2], meta={"model": "m"} | meta
+        )
+        scores.save(tmp_path / f"{i}.json")
+        paths.append(tmp_path / f"{i}.json")
+    written = training.main(paths, tmp_path / "figs")
+    assert sorted(p.name for p in written) == ["redundancy_training_m.pdf", "redundancy_training_m.png"]
+    assert [plots.checkpoint_label(Scores.load(p)) for p in paths] == [
+        "random init",
+        "step-1000",
+        "trained (final)",
+    ]
+    Scores(attn=[0.1], mlp=[0.1], block=[0.1], meta={"model": "other"}).save(tmp_path / "other.json")
+    with pytest.raises(SystemExit, match="one model only"):
+        training.main([*paths, tmp_path / "other.json"], tmp_path / "figs")

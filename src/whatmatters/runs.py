@@ -16,8 +16,16 @@ from whatmatters.plots import importance_heatmap
 from whatmatters.scores import Scores, atomic_write_text, compute_scores
 
 
+def load_model(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The `model` config group's model on the configured device (a checkpoint revision, or random init)."""
+    m = cfg.model
+    device = models.device_for(cfg.device)
+    extra = {"revision": m.get("revision"), "random_init": m.get("random_init", False), "seed": cfg.seed}
+    return models.load(m.name_or_path, m.dtype, device, **extra)
+
+
 def load_with_data(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.Tensor]:
-    model, tokenizer = models.load(cfg.model.name_or_path, cfg.model.dtype, models.device_for(cfg.device))
+    model, tokenizer = load_model(cfg)
     ids = data.calibration_ids(tokenizer, cfg.data.source, cfg.data.n, cfg.data.seq_len, cfg.data.path)
     return model, tokenizer, ids
 
@@ -26,6 +34,8 @@ def save_scores(cfg: DictConfig, scores: Scores, out_dir: Path) -> None:
     scores.meta |= {
         "model": cfg.model.name,
         "name_or_path": cfg.model.name_or_path,
+        "revision": cfg.model.get("revision"),
+        "random_init": cfg.model.get("random_init", False),
         "data": cfg.data.source,
         "data_path": cfg.data.path,
     }
