@@ -64,7 +64,7 @@ def record(target: str, n: int, avg: float, experiment: str | None = "table2", *
     return {
         "key": f"{target}{n}",
         "model": "smollm2-135m",
-        "experiment": experiment,
+        "experiments": [experiment] if experiment else [],
         "method": method,
         "mode": "one_shot",
         "criterion": "cosine",

@@ -72,9 +72,9 @@ def test_two_point_multirun_writes_two_records_and_a_rerun_skips_both(tmp_path, 
 
 @pytest.mark.slow
 def test_a_sweep_killed_mid_way_resumes_without_duplicates(tmp_path, tiny_run, monkeypatch):
-    def config(n: int):
+    def config(n: int, *extra: str):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose("run", overrides=[*tiny_run, f"method.n={n}"])
+            return compose("run", overrides=[*tiny_run, f"method.n={n}", *extra])
 
     real = evaluate.run_suite
     calls = {"n": 0}
@@ -98,6 +98,10 @@ def test_a_sweep_killed_mid_way_resumes_without_duplicates(tmp_path, tiny_run, m
     assert len(keys(store_root)) == 3
     assert again["dropped"] == 1
     assert json.loads((store_root / f"{again['key']}.json").read_text())["created"] == again["created"]
+    # The same setting in another experiment's grid is not run again: it joins that experiment's table.
+    joined = experiment.run(config(1, "experiment_name=table9"), tmp_path / "out1c")
+    assert joined["experiments"] == ["table9"] and len(keys(store_root)) == 3
+    assert ResultsStore(store_root).get(joined["key"])["experiments"] == ["table9"]
 
 
 def test_paper_suite_offline_fails_before_loading_any_model(tmp_path, monkeypatch):

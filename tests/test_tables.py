@@ -39,6 +39,11 @@ def test_labels_name_every_variant():
 def test_paper_rows_match_by_fraction_or_own_model():
     assert paper_row("table1", "mistral-7b", "mlp", 8, 32).sdr == 2.82
     assert paper_row("table2", "smollm2-135m", "attn", 3, 30) is None  # no paper row near 3/30
+    # 4 of 30 is 5.3 of Llama-2-13B's 40 layers (too far) but 4.3 of Mistral-7B's 32: the next model serves.
+    assert paper_row("table1", "smollm2-135m", "block", 4, 30).model == "Mistral-7B"
+    records = [record("none", 0, 50.0), record("block", 4, 45.0, experiment="table1")]
+    frame = build_table(records, "table1", "smollm2-135m", "embedded")
+    assert list(frame["paper row"]) == ["Mistral-7B Baseline", "Mistral-7B Block-4"]  # one model, baseline too
 
 
 def test_written_table_files_say_which_numbers_are_the_papers(tmp_path):

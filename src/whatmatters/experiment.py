@@ -63,7 +63,7 @@ def _record(cfg: DictConfig, key: str, **fields) -> dict:
     return {
         "key": key,
         "model": cfg.model.name,
-        "experiment": cfg.experiment_name,
+        "experiments": [cfg.experiment_name] if cfg.experiment_name else [],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
         **fields,
@@ -78,7 +78,7 @@ def _accuracy(model, tokenizer, cfg: DictConfig) -> dict:
     return {"suite": suite, "tasks": tasks, "avg": out["avg"], "avg_stderr": out["avg_stderr"]}
 
 
-def baseline(cfg: DictConfig, store: ResultsStore) -> dict:
+def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> dict:
     """The unpruned model's record for this (model, suite, job): read from the store, or measured once."""
     key = baseline_key(cfg)
     if (stored := store.get(key)) is not None:
@@ -103,6 +103,7 @@ def baseline(cfg: DictConfig, store: ResultsStore) -> dict:
         wall_s=round(time.perf_counter() - start, 1),
     )
     store.put(record)
+    tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir / "baseline")
     return record
 
 
@@ -134,6 +135,15 @@ def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores
     return scores
 
 
+def _join(store: ResultsStore, record: dict, experiment: str | None) -> dict:
+    """A finished run that another experiment's grid also holds (Attn-8 is in Tables 1 and 2) is tagged
+    with that experiment too, so its table shows it without running it again."""
+    if experiment and experiment not in record["experiments"]:
+        record = record | {"experiments": [*record["experiments"], experiment]}
+        store.put(record)
+    return record
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """One config of the grid, end to end; returns its record (the stored one if it already ran)."""
     check_mode(cfg.mode)
@@ -142,8 +152,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     key = run_key(cfg)
     if (stored := store.get(key)) is not None:
         print(f"[skip] {key} already in {store.root}")
-        return stored
-    base = baseline(cfg, store)
+        return _join(store, stored, cfg.experiment_name)
+    base = baseline(cfg, store, out_dir)
     start = time.perf_counter()
     model, tokenizer, ids = load_with_data(cfg)
     device = str(model.device)

@@ -85,14 +85,17 @@ PAPER_MODELS = {
 
 
 def paper_row(table: str, model: str, target: str, n: int, num_layers: int) -> PaperRow | None:
-    """The paper's row for a run: the same model and n if the paper ran it, else the table's first
-    model at the nearest fraction n / layers (within one of that model's layers), else None."""
+    """The paper's row for a run: the same model and n if the paper ran it, else the row of the table's
+    first model (in the paper's order) at the nearest fraction n / layers, within one of that model's
+    layers; None where no model of the table has such a row."""
     rows = [r for r in TABLES[table]["rows"] if r.target == target]
     own = [r for r in rows if r.model == PAPER_MODELS.get(model)]
     if own:
         return next((r for r in own if r.n == n), None)
-    if not rows:
-        return None
-    reference = [r for r in rows if r.model == rows[0].model]
-    best = min(reference, key=lambda r: abs(r.n / r.layers - n / num_layers))
-    return best if abs(best.n - n * best.layers / num_layers) <= 1.0 else None
+    for reference in dict.fromkeys(r.model for r in rows):
+        best = min(
+            (r for r in rows if r.model == reference), key=lambda r: abs(r.n / r.layers - n / num_layers)
+        )
+        if abs(best.n - n * best.layers / num_layers) <= 1.0:
+            return best
+    return None

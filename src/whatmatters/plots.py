@@ -10,6 +10,7 @@ import seaborn as sns
 from matplotlib.colors import LogNorm
 
 from whatmatters.scores import Scores
+from whatmatters.tables import method_label
 
 
 def importance_heatmap(scores: Scores, path: str | Path, title: str = "") -> Path:
@@ -43,6 +44,7 @@ def _records_frame(records: list[dict]) -> pd.DataFrame:
         speed = r.get("speed") or {}
         rows.append(
             {
+                "method": method_label(r),
                 "target": r["method"]["target"],
                 "n": r["dropped"],
                 "mode": r.get("mode", "one_shot"),
@@ -99,14 +101,13 @@ def one_shot_vs_iterative(records: list[dict], stem: Path, title: str) -> list[P
 def speed_bars(records: list[dict], stem: Path, title: str) -> list[Path]:
     """Speedup and KV-cache ratio per method: what each drop buys."""
     frame = _records_frame(records)
-    frame = frame[(frame.target != "none") & frame.speedup.notna()]
-    frame = frame.assign(method=frame.target + "-" + frame.n.astype(str) + " " + frame["mode"])
+    frame = frame[(frame.target != "none") & frame.speedup.notna()].sort_values(["target", "mode", "n"])
     long = frame.melt(id_vars="method", value_vars=["speedup", "KV ratio"], var_name="measure")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(frame)), 4))
     sns.barplot(long, x="method", y="value", hue="measure", ax=ax)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set(xlabel="", ylabel="x original", title=title)
-    ax.tick_params(axis="x", rotation=60)
+    ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
     return _save(fig, stem)
 

@@ -6,6 +6,7 @@ first, then by method and number dropped.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,12 +44,26 @@ def build_table(records: Iterable[dict], experiment: str, model: str, suite: str
         if (
             r["model"] == model
             and r["eval"]["suite"] == suite
-            and (r["method"]["target"] == "none" or r.get("experiment") == experiment)
+            and (r["method"]["target"] == "none" or experiment in r.get("experiments", ()))
         ):
             latest[method_label(r)] = r
     chosen = list(latest.values())
     chosen.sort(key=lambda r: (r["method"]["target"] != "none", r["method"]["target"], r["dropped"]))
     paper_table = experiment if experiment in TABLES else None
+    refs = (
+        {
+            r["key"]: paper_row(paper_table, model, r["method"]["target"], r["dropped"], r["num_layers"])
+            for r in chosen
+        }
+        if paper_table
+        else {}
+    )
+    # The baseline sits beside the baseline of the paper model that most drop rows are matched to.
+    matched = Counter(ref.model for ref in refs.values() if ref and ref.target != "none")
+    if matched:
+        main = matched.most_common(1)[0][0]
+        base = next(p for p in TABLES[paper_table]["rows"] if p.target == "none" and p.model == main)
+        refs |= {r["key"]: base for r in chosen if r["method"]["target"] == "none"}
     rows = []
     for r in chosen:
         row = {"model": model, "method": method_label(r)}
@@ -61,7 +76,7 @@ def build_table(records: Iterable[dict], experiment: str, model: str, suite: str
         row["KV ratio"] = speed.get("kv_ratio")
         row["SDR"] = r.get("sdr")
         if paper_table:
-            ref = paper_row(paper_table, model, r["method"]["target"], r["dropped"], r["num_layers"])
+            ref = refs[r["key"]]
             row |= {
                 "paper row": f"{ref.model} {ref.label}" if ref else None,
                 "paper Avg": ref.avg if ref else None,

@@ -21,6 +21,7 @@ def log_run(record: dict, mode: str, project: str, entity: str | None, out_dir: 
     if mode == "disabled":
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
+    out_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
         mode=mode,
         project=project,
