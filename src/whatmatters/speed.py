@@ -570,13 +570,13 @@ def compare(
         if label == "none":
             continue
         del model
-        _free(job.device)
+        release(job.device)
         model = apply_plan(build(), plan)
         comparison.timings[label] = measure(model, job, label, tick)
     return comparison
 
 
-def _free(device: str) -> None:
+def release(device: str) -> None:
     """Return the last model's memory before building the next one."""
     gc.collect()
     if torch.device(device).type == "cuda":
