@@ -175,10 +175,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     ratios = speed.speedup(original, pruned)
     dropped = len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks)
     gained = ratios["generate_s"]
+    name = [cfg.model.name, method.target, str(dropped), cfg.mode]
+    if method.get("remove_residual"):
+        name.append("no_residual")
+    if cfg.criterion != "cosine":
+        name.append(cfg.criterion)
     record = _record(
         cfg,
         key,
-        name=f"{cfg.model.name}-{method.target}-{dropped}-{cfg.mode}",
+        name="-".join(name),
         config=OmegaConf.to_container(cfg, resolve=True),
         method=OmegaConf.to_container(method, resolve=True),
         mode=cfg.mode,
