@@ -43,7 +43,8 @@ def test_paper_rows_match_by_fraction_or_own_model():
     assert paper_row("table1", "smollm2-135m", "block", 4, 30).model == "Mistral-7B"
     records = [record("none", 0, 50.0), record("block", 4, 45.0, experiment="table1")]
     frame = build_table(records, "table1", "smollm2-135m", "embedded")
-    assert list(frame["paper row"]) == ["Mistral-7B Baseline", "Mistral-7B Block-4"]  # one model, baseline too
+    # One paper model for the whole table, the baseline included.
+    assert list(frame["paper row"]) == ["Mistral-7B Baseline", "Mistral-7B Block-4"]
 
 
 def test_written_table_files_say_which_numbers_are_the_papers(tmp_path):
@@ -63,3 +64,16 @@ def test_a_setting_run_twice_shows_its_newest_record_and_empty_columns_drop_out(
     frame = build_table([new, old, record("none", 0, 50.0)], "table2", "smollm2-135m", "embedded")
     assert list(frame["method"]) == ["Baseline", "Attn-8"] and frame["Avg"].iloc[1] == 45.0
     assert "wm_ppl" in frame and "wm_ppl ±" not in frame
+
+
+def test_ablation_rows_sit_beside_the_papers_row_of_the_same_variant():
+    residual = record("attn", 3, 30.0, experiment="table6")
+    residual["method"]["remove_residual"] = True
+    magnitude = record("attn", 11, 40.0, experiment="table7", criterion="magnitude")
+    six = build_table([record("none", 0, 50.0), residual], "table6", "smollm2-135m", "embedded")
+    seven = build_table([magnitude], "table7", "smollm2-135m", "embedded")
+    assert six["paper row"].isna()[0]  # the paper gives no baseline for its ablations
+    assert six["paper row"][1] == "Table 6 model Attn-4 no-residual"
+    assert list(six["paper Avg"])[1] == 39.4
+    assert list(seven["paper row"]) == ["Table 7 model Attn-12 magnitude"]
+    assert list(seven["paper Avg"]) == [62.3]

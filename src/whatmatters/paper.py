@@ -22,14 +22,16 @@ class PaperRow:
     avg: float
     speedup: float | None = None
     sdr: float | None = None
+    variant: str = ""  # ablations: "no-residual" (Table 6) or a criterion other than cosine (Table 7)
 
     @property
     def label(self) -> str:
-        return TARGET_LABELS[self.target] + ("" if self.target == "none" else f"-{self.n}")
+        label = TARGET_LABELS[self.target] + ("" if self.target == "none" else f"-{self.n}")
+        return f"{label} {self.variant}" if self.variant else label
 
 
-def _rows(model: str, layers: int, baseline: float, entries: list[tuple]) -> list[PaperRow]:
-    rows = [PaperRow(model, layers, "none", 0, baseline, 1.0)]
+def _rows(model: str, layers: int, baseline: float | None, entries: list[tuple]) -> list[PaperRow]:
+    rows = [] if baseline is None else [PaperRow(model, layers, "none", 0, baseline, 1.0)]
     return rows + [PaperRow(model, layers, *entry) for entry in entries]
 
 
@@ -72,6 +74,25 @@ TABLES: dict[str, dict] = {
              ("attn", 40, 71.5, 1.48, 0.05), ("attn", 48, 66.9, 1.62, 0.11)],
         ),
     },
+    # The ablations: PAPER.md names neither model nor baseline. Table 6's n = 4 and 20 are read as of 40
+    # layers (Attn-20 is a Llama-2-13B row of Table 1), as conf/experiment/table6.yaml does; Table 7's
+    # Attn-12 as of 32. Only Avg is given.
+    "table6": {
+        "tasks": [],
+        "rows": _rows(
+            "Table 6 model", 40, None,
+            [("attn", 4, 65.0, None, None), ("attn", 4, 39.4, None, None, "no-residual"),
+             ("attn", 20, 62.9, None, None), ("attn", 20, 32.0, None, None, "no-residual")],
+        ),
+    },
+    "table7": {
+        "tasks": [],
+        "rows": _rows(
+            "Table 7 model", 32, None,
+            [("attn", 12, 64.8, None, None), ("attn", 12, 62.3, None, None, "magnitude"),
+             ("attn", 12, 61.5, None, None, "reverse"), ("attn", 12, 39.4, None, None, "random")],
+        ),
+    },
 }  # fmt: skip
 
 # Hydra model config name -> the paper's model name, for runs on the paper's own models.
@@ -84,11 +105,13 @@ PAPER_MODELS = {
 }
 
 
-def paper_row(table: str, model: str, target: str, n: int, num_layers: int) -> PaperRow | None:
+def paper_row(
+    table: str, model: str, target: str, n: int, num_layers: int, variant: str = ""
+) -> PaperRow | None:
     """The paper's row for a run: the same model and n if the paper ran it, else the row of the table's
     first model (in the paper's order) at the nearest fraction n / layers, within one of that model's
     layers; None where no model of the table has such a row."""
-    rows = [r for r in TABLES[table]["rows"] if r.target == target]
+    rows = [r for r in TABLES[table]["rows"] if r.target == target and r.variant == variant]
     own = [r for r in rows if r.model == PAPER_MODELS.get(model)]
     if own:
         return next((r for r in own if r.n == n), None)

@@ -33,6 +33,14 @@ def method_label(record: dict) -> str:
     return label
 
 
+def variant(record: dict) -> str:
+    """The ablation a run belongs to, as the paper's rows name it: "no-residual", a criterion, or ""."""
+    if record["method"].get("remove_residual"):
+        return "no-residual"
+    criterion = record.get("criterion", "cosine")
+    return "" if criterion == "cosine" else criterion
+
+
 def build_table(records: Iterable[dict], experiment: str, model: str, suite: str) -> pd.DataFrame:
     """Rows of `experiment` for one model and eval suite, with the shared baseline on top.
 
@@ -50,19 +58,16 @@ def build_table(records: Iterable[dict], experiment: str, model: str, suite: str
     chosen = list(latest.values())
     chosen.sort(key=lambda r: (r["method"]["target"] != "none", r["method"]["target"], r["dropped"]))
     paper_table = experiment if experiment in TABLES else None
-    refs = (
-        {
-            r["key"]: paper_row(paper_table, model, r["method"]["target"], r["dropped"], r["num_layers"])
-            for r in chosen
-        }
-        if paper_table
-        else {}
-    )
+    refs = {}
+    if paper_table:
+        for r in chosen:
+            target, n, layers = r["method"]["target"], r["dropped"], r["num_layers"]
+            refs[r["key"]] = paper_row(paper_table, model, target, n, layers, variant(r))
     # The baseline sits beside the baseline of the paper model that most drop rows are matched to.
     matched = Counter(ref.model for ref in refs.values() if ref and ref.target != "none")
     if matched:
         main = matched.most_common(1)[0][0]
-        base = next(p for p in TABLES[paper_table]["rows"] if p.target == "none" and p.model == main)
+        base = next((p for p in TABLES[paper_table]["rows"] if p.target == "none" and p.model == main), None)
         refs |= {r["key"]: base for r in chosen if r["method"]["target"] == "none"}
     rows = []
     for r in chosen:
@@ -95,7 +100,8 @@ def write_table(frame: pd.DataFrame, stem: str | Path, title: str) -> list[Path]
         f"# {title}\n\nMeasured by this repo unless the column says `paper`: the `paper ...` columns are "
         "the published numbers (arXiv 2406.15786 v6), not reruns. `±` = lm-eval standard error. "
         "Avg = mean of the accuracy tasks (%); perplexity columns (lower is better) are not in it. "
-        "Measured speedup = t_original / t_pruned of one `generate` job, timed side by side in one run.\n\n"
+        "Measured speedup = t_original / t_pruned of one `generate` job, timed side by side in one run; "
+        "SDR swings wildly where that speedup is within timing noise of 1.\n\n"
     )
     paths = [stem.with_suffix(ext) for ext in (".md", ".csv", ".tex")]
     shown = frame.astype(object).where(frame.notna(), None)  # tabulate prints None as missingval, NaN as nan
