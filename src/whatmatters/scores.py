@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from whatmatters.adapters import KINDS, adapter_for
+from whatmatters.io import atomic_write_text
 
 SCORE_KINDS = ("attn", "mlp", "block")
 
@@ -133,15 +132,6 @@ class Scores:
         nan = float("nan")
         lists = {k: [nan if v is None else float(v) for v in data[k]] for k in SCORE_KINDS}
         return cls(**lists, angular=raw.get("angular"), meta=raw.get("meta", {}))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
