@@ -27,6 +27,9 @@ from whatmatters.adapters import KINDS, adapter_for
 from whatmatters.io import atomic_write_text
 
 SCORE_KINDS = ("attn", "mlp", "block")
+# Which tokens the angular distance averages: every non-padding token (`mean`), or only each sample's last
+# token (`last_token`, Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper Layers").
+ANGULAR_TOKENS = ("mean", "last_token")
 
 # ---------------------------------------------------------------------------------------------
 # Criteria. A token criterion maps (X, Y), float32 [tokens, hidden], to a per-token score;
@@ -92,7 +95,8 @@ class Scores:
     Lists are indexed by the original layer number (a pruned model has NaN at removed blocks);
     `angular[i][j]` (i < j) is the mean angular distance arccos(cos(h_i, h_j)) / pi between the
     residual stream entering the i-th and j-th layer that ran (j = L: the last output): the
-    Gromov et al. / ShortGPT criterion for dropping the consecutive span of layers i..j-1.
+    Gromov et al. / ShortGPT criterion for dropping the consecutive span of layers i..j-1, averaged
+    over the tokens `meta["angular"]` names (all of them, or each sample's last one).
     """
 
     attn: list[float]
@@ -177,6 +181,7 @@ class _Collector:
         start: int = 0,
         restart: list[Tensor] | None = None,
         cache: StreamCache | None = None,
+        last_token: bool = False,
     ) -> None:
         adapter = adapter_for(model)
         self.layers = adapter.layers(model)
@@ -185,6 +190,8 @@ class _Collector:
         self.sums = {k: torch.zeros(n, dtype=torch.float64) for k in SCORE_KINDS}
         self.tokens = 0
         self.angular = torch.zeros(n + 1, n + 1, dtype=torch.float64) if angular else None
+        self.last_token = last_token  # angular distance of each sample's last token only (Gromov et al.)
+        self.angular_count = 0  # tokens (or samples, for last_token) the angular sums run over
         self.mask: Tensor | None = None  # bool [B, T] of the batch in flight
         self.batch = 0  # index of the batch in flight, to read the restart inputs
         self.start, self.restart, self.cache = start, restart, cache
@@ -214,7 +221,20 @@ class _Collector:
         return args, kwargs | {"hidden_states": h}
 
     def _tokens(self, h: Tensor) -> Tensor:
-        return h[self.mask].float()  # (tokens, hidden), float32 whatever the model dtype
+        # A model dispatched over devices runs each layer on its own device: the mask follows the stream.
+        return h[self.mask.to(h.device)].float()  # (tokens, hidden), float32 whatever the model dtype
+
+    def _stream(self, h: Tensor) -> Tensor:
+        """Unit vectors of the stream the angular distance compares, all on the first layer's device."""
+        if self.last_token:
+            mask = self.mask.to(h.device)
+            positions = torch.arange(mask.shape[1], device=h.device)
+            last = (mask * positions).argmax(dim=1)  # each sample's last non-padding position
+            tokens = h[torch.arange(h.shape[0], device=h.device), last].float()  # (B, hidden)
+        else:
+            tokens = self._tokens(h)
+        unit = F.normalize(tokens, dim=-1)
+        return unit.to(self._streams[0].device) if self._streams else unit
 
     def _hook_pair(self, entry: nn.Module, exit_: nn.Module, key: tuple[str, int]) -> None:
         kind, i = key
@@ -225,7 +245,7 @@ class _Collector:
             if kind != "block":
                 return
             if self.angular is not None:
-                self._streams.append(F.normalize(self._tokens(x), dim=-1))
+                self._streams.append(self._stream(x))
             if self.cache is not None:
                 self.cache.inputs.setdefault(i, []).append(x.detach().cpu())
 
@@ -234,9 +254,9 @@ class _Collector:
             out = self._tokens(_first(output))
             # A branch hook sees the branch output f(X); a block hook sees the layer output Y itself.
             y = out if kind == "block" else x + out
-            self.sums[kind][i] += self.fn(x, y).double().sum()
+            self.sums[kind][i] += self.fn(x, y).double().sum().cpu()
             if kind == "block" and self.angular is not None and i == len(self.layers) - 1:
-                self._streams.append(F.normalize(y, dim=-1))
+                self._streams.append(self._stream(_first(output)))
 
         self._handles.append(entry.register_forward_pre_hook(capture, with_kwargs=True))
         self._handles.append(exit_.register_forward_hook(score, with_kwargs=True))
@@ -245,7 +265,8 @@ class _Collector:
         self.tokens += int(self.mask.sum())
         self.batch += 1
         if self.angular is not None:
-            h = torch.stack(self._streams)  # (L+1, tokens, hidden), unit vectors
+            h = torch.stack(self._streams)  # (L+1, tokens, hidden) unit vectors; last_token: tokens = B
+            self.angular_count += h.shape[1]
             cos = torch.einsum("itd,jtd->ijt", h, h).clamp(-1.0, 1.0)
             self.angular += (torch.arccos(cos) / math.pi).double().sum(-1).cpu()
             self._streams.clear()
@@ -259,7 +280,7 @@ class _Collector:
         out = {k: (v / self.tokens).tolist() for k, v in self.sums.items()}
         for kind in KINDS:  # a dropped branch was never hooked: its score is missing, not zero
             out[kind] = [v if (kind, i) in self.hooked else nan for i, v in enumerate(out[kind])]
-        out["angular"] = None if self.angular is None else (self.angular / self.tokens).tolist()
+        out["angular"] = None if self.angular is None else (self.angular / self.angular_count).tolist()
         return out
 
 
@@ -287,11 +308,13 @@ def compute_scores(
     progress: bool = True,
     start: int = 0,
     cache: StreamCache | None = None,
+    angular_tokens: str = "mean",
 ) -> Scores:
     """Scores of every layer of `model` on calibration data `input_ids` [N, L] (one forward pass).
 
     `attention_mask` (1 = real token) excludes padding from the average. `angular` also records the
-    consecutive-span angular distances (needs the residual stream of every layer per batch).
+    consecutive-span angular distances (needs the residual stream of every layer per batch), over
+    every token (`angular_tokens="mean"`) or each sample's last token (`"last_token"`, Gromov et al.).
     With a `cache`, the pass stores each layer's input there; with `start` > 0 it runs only layers
     >= start, from the cached input of layer `start` (scores of layers below are NaN: unchanged,
     the caller keeps its earlier ones). Cost: (layers run / layers) forward-pass equivalents.
@@ -302,6 +325,8 @@ def compute_scores(
         raise ValueError(f"input_ids must be a non-empty [N, L] tensor, got shape {tuple(input_ids.shape)}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if angular_tokens not in ANGULAR_TOKENS:
+        raise ValueError(f"Unknown angular_tokens {angular_tokens!r}; choose one of {ANGULAR_TOKENS}")
     if start > 0 and (angular or cache is None or start not in cache.inputs):
         raise ValueError("start > 0 needs a StreamCache holding that layer's inputs, and angular=False")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -310,7 +335,9 @@ def compute_scores(
         cache.inputs = {i: v for i, v in cache.inputs.items() if i < start}
     # Order criteria ignore the data, but the pass still records the data's cosine scores and
     # which modules exist, so their result has the same shape (NaN for dropped modules).
-    collector = _Collector(model, TOKEN_CRITERIA.get(criterion, cosine), angular, start, restart, cache)
+    fn = TOKEN_CRITERIA.get(criterion, cosine)
+    last_token = angular_tokens == "last_token"
+    collector = _Collector(model, fn, angular, start, restart, cache, last_token=last_token)
     layers = collector.layers
     skipped = [layers[i] for i in range(start)]
     for i in range(start):
@@ -342,6 +369,7 @@ def compute_scores(
             raw[kind] = [r if not math.isnan(v) else v for r, v in zip(ranks, raw[kind], strict=True)]
     meta = {
         "criterion": criterion,
+        "angular": angular_tokens if angular else None,
         "num_samples": int(input_ids.shape[0]),
         "seq_len": int(input_ids.shape[1]),
         "tokens": collector.tokens,
