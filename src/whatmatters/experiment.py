@@ -18,7 +18,7 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters import evaluate, speed, tracking
+from whatmatters import evaluate, quant, speed, tracking
 from whatmatters.drop import check_mode
 from whatmatters.results import ResultsStore, config_key
 from whatmatters.runs import apply_method, load_model, load_with_data, save_scores
@@ -36,13 +36,20 @@ def _spec(cfg: DictConfig, *parts: str) -> dict:
     return spec | {"seed": cfg.seed}
 
 
+def _quant(cfg: DictConfig) -> dict:
+    """The quant group as a key part; empty when unquantized, so unquantized runs keep the keys they had."""
+    if not quant.QuantSpec.from_config(cfg).enabled:
+        return {}
+    return {"quant": OmegaConf.to_container(cfg.quant, resolve=True)}
+
+
 def baseline_key(cfg: DictConfig) -> str:
-    return config_key(_spec(cfg, "model", "eval", "speed") | {"method": "none"})
+    return config_key(_spec(cfg, "model", "eval", "speed") | {"method": "none"} | _quant(cfg))
 
 
 def run_key(cfg: DictConfig) -> str:
     spec = _spec(cfg, "model", "data", "method", "eval", "speed")
-    return config_key(spec | {"mode": cfg.mode, "criterion": cfg.criterion})
+    return config_key(spec | {"mode": cfg.mode, "criterion": cfg.criterion} | _quant(cfg))
 
 
 def _job(cfg: DictConfig, device: str) -> speed.Job:
@@ -85,7 +92,11 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> dict:
         return stored
     start = time.perf_counter()
     model, tokenizer = load_model(cfg)
-    timing = speed.measure(model, _job(cfg, str(model.device)), "none")
+    qspec = quant.QuantSpec.from_config(cfg)
+    quant.quantize(model, qspec)
+    job = quant.job_for(qspec, _job(cfg, str(model.device)))
+    timing = speed.measure(model, job, "none")
+    size = model.num_parameters()
     record = _record(
         cfg,
         key,
@@ -99,9 +110,12 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> dict:
         eval=_accuracy(model, tokenizer, cfg),
         speed={"speedup": 1.0, "kv_ratio": 1.0, "original": _timing(timing), "pruned": _timing(timing)},
         sdr=None,
-        params={"before": model.num_parameters(), "after": model.num_parameters()},
+        quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
+        params={"before": size, "after": size} | quant.describe(model, qspec),
         wall_s=round(time.perf_counter() - start, 1),
     )
+    if not qspec.has_kernel(job.device):
+        record["speed"] = quant.untimed(record["speed"], qspec, job.device)
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir / "baseline")
     return record
@@ -120,7 +134,10 @@ def _timing(timing: speed.Timing) -> dict:
 
 def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores:
     """Scores of the original model, computed once per (model, data, criterion) and reused."""
-    path = store.root / "scores" / f"{config_key(_spec(cfg, 'model', 'data') | {'c': cfg.criterion})}.json"
+    # Scores of a model quantized before dropping are the quantized model's own.
+    quantized = _quant(cfg) if quant.QuantSpec.from_config(cfg).before_drop else {}
+    key = config_key(_spec(cfg, "model", "data") | {"c": cfg.criterion} | quantized)
+    path = store.root / "scores" / f"{key}.json"
     if path.exists():
         return Scores.load(path)
     scores = compute_scores(
@@ -156,11 +173,17 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     base = baseline(cfg, store, out_dir)
     start = time.perf_counter()
     model, tokenizer, ids = load_with_data(cfg)
-    job = _job(cfg, str(model.device))
+    qspec = quant.QuantSpec.from_config(cfg)
+    if qspec.before_drop:
+        quant.quantize(model, qspec)
+    job = quant.job_for(qspec, _job(cfg, str(model.device)))
     params_before = model.num_parameters()
     method = cfg.method
     scores = None if cfg.mode == "iterative" else _one_shot_scores(cfg, store, model, ids)
     result = apply_method(cfg, model, ids, scores)
+    if not qspec.before_drop:
+        quant.quantize(model, qspec)
+    weights = quant.describe(model, qspec)
     save_scores(cfg, result.scores, out_dir)
     accuracy = _accuracy(model, tokenizer, cfg)
     params_after = model.num_parameters()
@@ -169,7 +192,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     pruned = speed.measure(model, job, "pruned")
     del model
     speed.release(job.device)
-    original_model = load_model(cfg)[0]
+    original_model = quant.quantize(load_model(cfg)[0], qspec)
     original = speed.measure(original_model, job, "none")
     prof = speed.profile(original_model, job)
     ratios = speed.speedup(original, pruned)
@@ -180,6 +203,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         name.append("no_residual")
     if cfg.criterion != "cosine":
         name.append(cfg.criterion)
+    if qspec.enabled:
+        name.append(qspec.scheme if qspec.order == "drop_then_quant" else f"{qspec.scheme}-first")
     record = _record(
         cfg,
         key,
@@ -207,9 +232,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         },
         baseline_avg=base["eval"]["avg"],
         sdr=speed.sdr(base["eval"]["avg"], accuracy["avg"], gained) if gained != 1.0 else None,
-        params={"before": params_before, "after": params_after},
+        quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
+        params={"before": params_before, "after": params_after} | weights,
         wall_s=round(time.perf_counter() - start, 1),
     )
+    if not qspec.has_kernel(job.device):
+        record |= {"speed": quant.untimed(record["speed"], qspec, job.device), "sdr": None}
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir)
     return record

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from scipy.stats import kendalltau
@@ -45,6 +45,7 @@ from torchao.quantization import (
 from transformers import PreTrainedModel, TorchAoConfig
 from transformers.quantizers.quantizer_torchao import TorchAoHfQuantizer
 
+from whatmatters import speed
 from whatmatters.adapters import adapter_for
 from whatmatters.plans import make_plan
 from whatmatters.scores import Scores
@@ -184,6 +185,27 @@ def describe(model: nn.Module, spec: QuantSpec) -> dict:
     if spec.enabled:
         out["packed_weight_bytes"] = packed_weight_bytes(model, spec)
     return out
+
+
+def job_for(spec: QuantSpec, job: speed.Job) -> speed.Job:
+    """The speed job to run: as configured where the scheme has a kernel on the job's device; else one
+    untimed call, which still measures the KV cache (a weight-only scheme leaves the cache as it was)."""
+    return job if spec.has_kernel(job.device) else replace(job, repeats=1, warmup=0)
+
+
+def untimed(speed_record: dict, spec: QuantSpec, device: str) -> dict:
+    """A speed record with the times taken out, for a scheme with no kernel on `device`: KV cache only."""
+    kept = {k: speed_record[k] for k in ("kv_ratio", "job") if k in speed_record}
+    sides = {
+        side: {k: v for k, v in speed_record[side].items() if k.startswith("kv_")}
+        for side in ("original", "pruned")
+        if side in speed_record
+    }
+    reason = (
+        f"torchao {spec.scheme} has no quantized kernel on {device}: its linear dequantizes the weight on "
+        "every call, so a time would measure that fallback, not the scheme"
+    )
+    return kept | sides | {"speedup": {}, "not_timed": reason}
 
 
 def compare_scores(full: Scores, quantized: Scores, attn_n: Sequence[int]) -> dict:
