@@ -93,6 +93,22 @@ TABLES: dict[str, dict] = {
              ("attn", 12, 61.5, None, None, "reverse"), ("attn", 12, 39.4, None, None, "random")],
         ),
     },
+    # Table 11: attention drop, then AWQ 4-bit weight quantization (variant "4-bit"); Avg only.
+    "table11": {
+        "setup": "Llama-2-13B and Mistral-7B, full precision and AWQ 4-bit; Avg of ARC-C, HellaSwag, OBQA, "
+        "WinoGrande",
+        "tasks": ["arc_challenge", "hellaswag", "openbookqa", "winogrande"],
+        "rows": [
+            PaperRow(model, layers, target, n, avg, variant=variant)
+            for model, layers, cells in (
+                ("Llama-2-13B", 40, ((0, 66.2, 66.0), (4, 66.1, 65.5), (8, 66.2, 65.9))),
+                ("Mistral-7B", 32, ((0, 66.8, 66.1), (4, 66.6, 66.3), (8, 66.4, 65.9))),
+            )
+            for n, full, quantized in cells
+            for target in ("none" if n == 0 else "attn",)
+            for avg, variant in ((full, ""), (quantized, "4-bit"))
+        ],
+    },
 }  # fmt: skip
 
 # Hydra model config name -> the paper's model name, for runs on the paper's own models.
