@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from whatmatters.results import Docs, RunRecord
+
 # Small enough to run in milliseconds, large enough to have GQA, several layers and (Gemma3) a sliding window.
 TINY = dict(
     vocab_size=128,
@@ -58,8 +60,8 @@ def tiny_llama_dir(tmp_path):
     return path
 
 
-def record(target: str, n: int, avg: float, experiment: str | None = "table2", **extra) -> dict:
-    """A results-store record as experiments/run.py writes it, for table and figure tests."""
+def record_dict(target: str, n: int, avg: float, experiment: str | None = "table2", **extra) -> dict:
+    """A results-store record as JSON holds it (schema 1 layout: scalar speedup, no per-doc values)."""
     method = {"target": target, "n": n, "ratio": None, "consecutive": False, "remove_residual": False}
     return {
         "key": f"{target}{n}",
@@ -70,7 +72,25 @@ def record(target: str, n: int, avg: float, experiment: str | None = "table2", *
         "criterion": "cosine",
         "dropped": n,
         "num_layers": 30,
-        "eval": {"suite": "embedded", "avg": avg, "tasks": {"wm_cloze": {"value": avg, "stderr": 1.0}}},
+        "eval": {
+            "suite": "embedded",
+            "avg": avg,
+            "tasks": {"wm_cloze": {"metric": "acc", "value": avg, "stderr": 1.0}},
+        },
         "speed": {"speedup": 1.0 + n / 100, "kv_ratio": (30 - n) / 30 if target == "attn" else 1.0},
         "sdr": None if n == 0 else (50.0 - avg) / n,
     } | extra
+
+
+def record(target: str, n: int, avg: float, experiment: str | None = "table2", **extra) -> RunRecord:
+    """A typed run record as experiments/run.py writes it, for table, figure and tracking tests."""
+    return RunRecord.from_dict(record_dict(target, n, avg, experiment, **extra))
+
+
+def with_docs(rec: RunRecord, values: list[float], ids: list[str] | None = None) -> RunRecord:
+    """`rec` with per-doc 0/1 values for its one task (value and avg follow from them)."""
+    ids = ids or [str(i) for i in range(len(values))]
+    task = rec.eval.tasks["wm_cloze"]
+    task.docs = Docs(ids=ids, values=values)
+    task.value = rec.eval.avg = 100.0 * sum(values) / len(values)
+    return rec

@@ -58,11 +58,11 @@ def test_two_point_multirun_writes_two_records_and_a_rerun_skips_both(tmp_path, 
     assert first.returncode == 0, first.stderr[-3000:]
     store = ResultsStore(tmp_path / "results")
     records = list(store.records())
-    assert sorted(r["method"]["target"] for r in records) == ["attn", "attn", "none"]  # 2 runs + 1 baseline
-    assert sorted(r["dropped"] for r in records) == [0, 1, 2]
-    run = next(r for r in records if r["dropped"] == 2)
-    assert run["baseline_avg"] == next(r for r in records if r["dropped"] == 0)["eval"]["avg"]
-    assert run["speed"]["kv_ratio"] == pytest.approx(2 / 4)  # 2 of 4 attention layers keep a cache
+    assert sorted(r.method.target for r in records) == ["attn", "attn", "none"]  # 2 runs + 1 baseline
+    assert sorted(r.dropped for r in records) == [0, 1, 2]
+    run = next(r for r in records if r.dropped == 2)
+    assert run.baseline_avg == next(r for r in records if r.dropped == 0).eval.avg
+    assert run.speed.kv_ratio == pytest.approx(2 / 4)  # 2 of 4 attention layers keep a cache
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results").glob("*.json")}
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -96,12 +96,12 @@ def test_a_sweep_killed_mid_way_resumes_without_duplicates(tmp_path, tiny_run, m
     again = experiment.run(config(1), tmp_path / "out1b")  # skipped: already stored
     experiment.run(config(2), tmp_path / "out2b")
     assert len(keys(store_root)) == 3
-    assert again["dropped"] == 1
-    assert json.loads((store_root / f"{again['key']}.json").read_text())["created"] == again["created"]
+    assert again.dropped == 1
+    assert json.loads((store_root / f"{again.key}.json").read_text())["created"] == again.created
     # The same setting in another experiment's grid is not run again: it joins that experiment's table.
     joined = experiment.run(config(1, "experiment_name=table9"), tmp_path / "out1c")
-    assert joined["experiments"] == ["table9"] and len(keys(store_root)) == 3
-    assert ResultsStore(store_root).get(joined["key"])["experiments"] == ["table9"]
+    assert joined.experiments == ["table9"] and len(keys(store_root)) == 3
+    assert ResultsStore(store_root).get(joined.key).experiments == ["table9"]
 
 
 def test_paper_suite_offline_fails_before_loading_any_model(tmp_path, monkeypatch):

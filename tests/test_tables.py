@@ -1,22 +1,28 @@
-"""Tables from fixture records: expected rows, measured beside the paper's labelled numbers."""
+"""Tables from fixture records: one setting per table, each cell from one record, paired differences,
+speed intervals and labels that say which numbers are the paper's."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import pytest
 
-from conftest import record
+from conftest import record, with_docs
+from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import paper_row
-from whatmatters.tables import build_table, method_label, write_table
+from whatmatters.results import Interval, Sdr, Speed
+from whatmatters.tables import TableError, build_table, display, method_label, write_table
 
 
 def test_table2_rows_are_baseline_then_each_drop_with_the_papers_numbers_beside():
     records = [record("attn", 15, 40.0), record("none", 0, 50.0, experiment=None), record("attn", 8, 48.0)]
-    records.append(record("attn", 8, 10.0, experiment="table7"))  # another experiment: not in this table
+    records.append(record("attn", 8, 10.0, experiment="table7", key="t7"))  # another experiment's run
     frame = build_table(records, "table2", "smollm2-135m", "embedded")
     assert list(frame["method"]) == ["Baseline", "Attn-8", "Attn-15"]
+    assert list(frame["key"]) == ["none0", "attn8", "attn15"]
     assert list(frame["Avg"]) == [50.0, 48.0, 40.0]
-    assert list(frame["paper row"]) == ["Llama-3-8B Baseline", "Llama-3-8B Attn-8", "Llama-3-8B Attn-16"]
+    assert list(frame["paper row"]) == ["Llama-3-8B: Baseline", "Llama-3-8B: Attn-8", "Llama-3-8B: Attn-16"]
     assert list(frame["paper Avg"]) == [67.6, 67.4, 55.4]
     assert frame["SDR"].iloc[2] == pytest.approx(10 / 15)
     assert frame["wm_cloze ±"].iloc[0] == 1.0
@@ -24,7 +30,7 @@ def test_table2_rows_are_baseline_then_each_drop_with_the_papers_numbers_beside(
 
 def test_other_models_and_suites_are_left_out():
     records = [record("none", 0, 50.0), record("attn", 8, 48.0, model="other"), record("attn", 4, 1.0)]
-    records[2]["eval"]["suite"] = "paper_table2"
+    records[2].eval.suite = "paper_table2"
     assert list(build_table(records, "table2", "smollm2-135m", "embedded")["method"]) == ["Baseline"]
 
 
@@ -32,7 +38,7 @@ def test_labels_name_every_variant():
     assert method_label(record("attn", 8, 1.0, mode="iterative")) == "Attn-8 iterative"
     assert method_label(record("attn", 12, 1.0, criterion="random")) == "Attn-12 [random]"
     rec = record("attn", 4, 1.0)
-    rec["method"]["remove_residual"] = True
+    rec.method.remove_residual = True
     assert method_label(rec) == "Attn-4 no-residual"
 
 
@@ -44,36 +50,103 @@ def test_paper_rows_match_by_fraction_or_own_model():
     records = [record("none", 0, 50.0), record("block", 4, 45.0, experiment="table1")]
     frame = build_table(records, "table1", "smollm2-135m", "embedded")
     # One paper model for the whole table, the baseline included.
-    assert list(frame["paper row"]) == ["Mistral-7B Baseline", "Mistral-7B Block-4"]
+    assert list(frame["paper row"]) == ["Mistral-7B: Baseline", "Mistral-7B: Block-4"]
 
 
-def test_written_table_files_say_which_numbers_are_the_papers(tmp_path):
-    frame = build_table(
-        [record("none", 0, 50.0), record("attn", 8, 48.0)], "table2", "smollm2-135m", "embedded"
-    )
-    md, csv, tex = write_table(frame, tmp_path / "table2", "Table 2")
-    assert "published numbers" in md.read_text() and "paper Avg" in md.read_text()
-    assert pd.read_csv(csv)["method"].tolist() == ["Baseline", "Attn-8"]
-    assert "\\begin{tabular}" in tex.read_text()
-
-
-def test_a_setting_run_twice_shows_its_newest_record_and_empty_columns_drop_out():
-    old, new = record("attn", 8, 40.0, created="2026-01-01"), record("attn", 8, 45.0, created="2026-02-01")
-    for r in (old, new):
-        r["eval"]["tasks"]["wm_ppl"] = {"value": 100.0, "stderr": float("nan")}
-    frame = build_table([new, old, record("none", 0, 50.0)], "table2", "smollm2-135m", "embedded")
-    assert list(frame["method"]) == ["Baseline", "Attn-8"] and frame["Avg"].iloc[1] == 45.0
-    assert "wm_ppl" in frame and "wm_ppl ±" not in frame
-
-
-def test_ablation_rows_sit_beside_the_papers_row_of_the_same_variant():
+def test_paper_columns_name_the_papers_model_and_setup():
+    seventy = record("attn", 16, 40.0, experiment="table3", model="llama2-70b", num_layers=80)
+    three = build_table([seventy], "table3", "llama2-70b", "embedded")
+    assert list(three["paper row"]) == ["Llama-2-70B 4-bit: Attn-16"]  # Table 3 is a 4-bit model
+    assert any("quantized to 4 bits" in n for n in three.attrs["notes"])
     residual = record("attn", 3, 30.0, experiment="table6")
-    residual["method"]["remove_residual"] = True
+    residual.method.remove_residual = True
     magnitude = record("attn", 11, 40.0, experiment="table7", criterion="magnitude")
     six = build_table([record("none", 0, 50.0), residual], "table6", "smollm2-135m", "embedded")
     seven = build_table([magnitude], "table7", "smollm2-135m", "embedded")
     assert six["paper row"].isna()[0]  # the paper gives no baseline for its ablations
-    assert six["paper row"][1] == "Table 6 model Attn-4 no-residual"
+    assert six["paper row"][1] == "model not named in the paper: Attn-4 no-residual"
     assert list(six["paper Avg"])[1] == 39.4
-    assert list(seven["paper row"]) == ["Table 7 model Attn-12 magnitude"]
+    assert list(seven["paper row"]) == ["model not named in the paper: Attn-12 magnitude"]
     assert list(seven["paper Avg"]) == [62.3]
+    # The measured Avg and the paper's Avg are separate columns, the paper's labelled as such.
+    assert "Avg" in seven and "paper Avg" in seven
+
+
+def test_written_files_carry_notes_keys_and_folded_cells(tmp_path):
+    base, pruned = record("none", 0, 50.0), record("attn", 8, 48.0)
+    base.eval.tasks["wm_cloze"].chance = 25.0
+    base.eval.protocol = "all docs, 0-shot"
+    pruned.eval.protocol = "all docs, 0-shot"
+    frame = build_table([base, pruned], "table2", "smollm2-135m", "embedded")
+    md, csv, tex = write_table(frame, tmp_path / "table2", "Table 2")
+    text = md.read_text()
+    assert (
+        "published numbers" in text and "wm_cloze 25%" in text and "Eval protocol: all docs, 0-shot" in text
+    )
+    assert "| 48.0 ± 1.0 " in text  # the score with its stderr in one cell
+    assert pd.read_csv(csv)["key"].tolist() == ["none0", "attn8"]
+    assert "\\begin{tabular}" in tex.read_text()
+
+
+def test_two_records_for_one_cell_are_an_error_naming_both(tmp_path):
+    old, new = record("attn", 8, 40.0, key="old"), record("attn", 8, 45.0, key="new")
+    old.source, new.source = tmp_path / "old.json", tmp_path / "new.json"
+    with pytest.raises(TableError, match=r"Attn-8.*old\.json.*new\.json"):
+        build_table([old, new, record("none", 0, 50.0)], "table2", "smollm2-135m", "embedded")
+
+
+def test_runs_of_another_setting_are_an_error_naming_the_field_and_where_picks_one():
+    full = record("attn", 8, 45.0, key="full", config={"eval": {"limit": None}, "seed": 0})
+    quick = record("attn", 15, 30.0, key="quick", config={"eval": {"limit": 50}, "seed": 0})
+    base = record("none", 0, 50.0, config={"eval": {"limit": None}, "seed": 0})
+    with pytest.raises(TableError, match=r"eval\.limit: .*50 \(1 records\)"):
+        build_table([full, quick, base], "table2", "smollm2-135m", "embedded")
+    frame = build_table([full, quick, base], "table2", "smollm2-135m", "embedded", where={"eval.limit": 50})
+    assert list(frame["key"]) == ["quick"]  # the baseline of the full eval is not this table's baseline
+    frame = build_table([full, quick, base], "table2", "smollm2-135m", "embedded", where={"eval.limit": None})
+    assert list(frame["key"]) == ["none0", "full"]
+
+
+def test_paired_difference_matches_docs_by_id_and_its_se_is_the_per_doc_one():
+    base = with_docs(record("none", 0, 0.0), [1, 1, 0, 1, 0, 1], ids=list("abcdef"))
+    # Same docs in another order: pruned gets "b" and "d" wrong.
+    pruned = with_docs(record("attn", 8, 0.0), [1, 0, 0, 0, 0, 1], ids=list("fedcba"))
+    delta, se, per_task = paired_difference(base.eval, pruned.eval)
+    d = [0, -100, 0, -100, 0, 0]  # a..f, in points
+    mean = sum(d) / 6
+    assert delta == pytest.approx(mean) and per_task == {"wm_cloze": pytest.approx(mean)}
+    assert se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in d) / 5 / 6))
+    frame = build_table([base, pruned], "table2", "smollm2-135m", "embedded")
+    assert frame["ΔAvg"].iloc[1] == pytest.approx(mean) and frame["ΔAvg ±"].iloc[1] == pytest.approx(se)
+    assert display(frame)["ΔAvg"].iloc[1] == f"{mean:+.1f} ± {se:.1f}"
+
+
+def test_paired_difference_refuses_other_docs_and_records_without_docs():
+    base = with_docs(record("none", 0, 0.0), [1, 0, 1])
+    with pytest.raises(ValueError, match="not comparable"):
+        paired_difference(base.eval, with_docs(record("attn", 8, 0.0), [1, 0, 1], ids=["0", "1", "9"]).eval)
+    with pytest.raises(UnpairedError, match="no per-doc values"):
+        paired_difference(base.eval, record("attn", 8, 40.0).eval)
+    # In a table, a record without docs gets the plain difference, marked unpaired.
+    frame = build_table(
+        [record("none", 0, 50.0), record("attn", 8, 40.0)], "table2", "smollm2-135m", "embedded"
+    )
+    assert display(frame)["ΔAvg"].iloc[1] == "-10.0 unpaired"
+
+
+def test_speedup_shows_its_interval_and_a_speedup_above_ideal_is_flagged():
+    fast = record("attn", 8, 45.0, key="fast")
+    fast.speed = Speed(
+        speedup={"generate": Interval(1.25, 1.20, 1.30), "prefill": Interval(1.1, 1.0, 1.2)},
+        ideal_speedup=1.11,
+    )
+    fast.sdr = Sdr(value=None, reason="the speedup interval includes 1")
+    fine = record("attn", 15, 40.0, key="fine")
+    fine.speed = Speed(speedup={"generate": Interval(1.05, 1.02, 1.08)}, ideal_speedup=1.11)
+    fine.sdr = Sdr(value=2.0, low=1.5, high=3.0)
+    shown = display(build_table([fast, fine], "table2", "smollm2-135m", "embedded"))
+    assert list(shown["speedup"]) == ["1.25 [1.2, 1.3] > ideal 1.11", "1.05 [1.02, 1.08]"]
+    assert list(shown["prefill speedup"]) == ["1.1 [1, 1.2]", "--"]
+    assert list(shown["SDR"]) == ["undefined: the speedup interval includes 1", "2 [1.5, 3]"]
+    old = display(build_table([record("attn", 8, 45.0)], "table2", "smollm2-135m", "embedded"))
+    assert list(old["speedup"]) == ["1.08"]  # a schema-1 record: its one number, no interval

@@ -13,7 +13,7 @@ from whatmatters.tracking import log_run
 
 def test_offline_run_dir_is_created_with_the_scores_table(tmp_path):
     rec = record("attn", 8, 48.0, name="attn-8", config={"method": "attn"}, plan={"attn": [1, 2]})
-    rec["scores"] = {"attn": [0.1, 0.2], "mlp": [0.3, 0.4], "block": [0.5, 0.6]}
+    rec.scores = {"attn": [0.1, 0.2], "mlp": [0.3, 0.4], "block": [0.5, 0.6]}
     run_dir = log_run(rec, "offline", "whatmatters-test", None, tmp_path)
     assert run_dir is not None and "offline-run" in run_dir
     run_root = Path(run_dir).parent

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from whatmatters import evaluate, quant, speed, tracking
 from whatmatters.drop import check_mode
-from whatmatters.results import ResultsStore, config_key
+from whatmatters.results import ResultsStore, RunRecord, config_key
 from whatmatters.runs import apply_method, load_model, load_with_data, save_scores
 from whatmatters.scores import Scores, compute_scores
 
@@ -85,7 +85,7 @@ def _accuracy(model, tokenizer, cfg: DictConfig) -> dict:
     return {"suite": suite, "tasks": tasks, "avg": out["avg"], "avg_stderr": out["avg_stderr"]}
 
 
-def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> dict:
+def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
     """The unpruned model's record for this (model, suite, job): read from the store, or measured once."""
     key = baseline_key(cfg)
     if (stored := store.get(key)) is not None:
@@ -116,6 +116,7 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> dict:
     )
     if not qspec.has_kernel(job.device):
         record["speed"] = quant.untimed(record["speed"], qspec, job.device)
+    record = RunRecord.from_dict(record)  # a record that does not parse fails here, not in a table
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir / "baseline")
     return record
@@ -152,16 +153,16 @@ def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores
     return scores
 
 
-def _join(store: ResultsStore, record: dict, experiment: str | None) -> dict:
+def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> RunRecord:
     """A finished run that another experiment's grid also holds (Attn-8 is in Tables 1 and 2) is tagged
     with that experiment too, so its table shows it without running it again."""
-    if experiment and experiment not in record["experiments"]:
-        record = record | {"experiments": [*record["experiments"], experiment]}
+    if experiment and experiment not in record.experiments:
+        record.experiments.append(experiment)
         store.put(record)
     return record
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict:
+def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     """One config of the grid, end to end; returns its record (the stored one if it already ran)."""
     check_mode(cfg.mode)
     evaluate.check_suite(cfg.eval)  # the paper suite offline fails here, before any model loads
@@ -230,27 +231,30 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             "original": _timing(original),
             "pruned": _timing(pruned),
         },
-        baseline_avg=base["eval"]["avg"],
-        sdr=speed.sdr(base["eval"]["avg"], accuracy["avg"], gained) if gained != 1.0 else None,
+        baseline_avg=base.eval.avg,
+        sdr=speed.sdr(base.eval.avg, accuracy["avg"], gained) if gained != 1.0 else None,
         quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
         params={"before": params_before, "after": params_after} | weights,
         wall_s=round(time.perf_counter() - start, 1),
     )
     if not qspec.has_kernel(job.device):
         record |= {"speed": quant.untimed(record["speed"], qspec, job.device), "sdr": None}
+    record = RunRecord.from_dict(record)
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir)
     return record
 
 
-def summary(record: dict) -> str:
+def summary(record: RunRecord) -> str:
     """One line per run for the sweep log: what was dropped, accuracy, speedup, KV, SDR."""
     nan = float("nan")
-    speed_ = record.get("speed") or {}
-    sdr = record.get("sdr")
+    speed_ = record.speed
+    generate = speed_.speedup.get("generate") if speed_ else None
+    sdr = record.sdr
     return (
-        f"{record['name']}: avg {record['eval']['avg']:.2f} "
-        f"(baseline {record.get('baseline_avg', nan):.2f}), "
-        f"speedup {speed_.get('speedup', nan):.3f}x, KV {speed_.get('kv_ratio', nan):.3f}, "
-        f"SDR {'n/a' if sdr is None else f'{sdr:.3f}'}"
+        f"{record.name}: avg {record.eval.avg:.2f} "
+        f"(baseline {record.baseline_avg if record.baseline_avg is not None else nan:.2f}), "
+        f"speedup {generate.median if generate else nan:.3f}x, "
+        f"KV {speed_.kv_ratio if speed_ and speed_.kv_ratio is not None else nan:.3f}, "
+        f"SDR {'n/a' if sdr is None or sdr.value is None else f'{sdr.value:.3f}'}"
     )

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 TARGET_LABELS = {"none": "Baseline", "attn": "Attn", "mlp": "MLP", "block": "Block", "joint": "Joint"}
 
 
+UNNAMED = "model not named in the paper"
+
+
 @dataclass(frozen=True)
 class PaperRow:
     model: str
@@ -35,9 +38,13 @@ def _rows(model: str, layers: int, baseline: float | None, entries: list[tuple])
     return rows + [PaperRow(model, layers, *entry) for entry in entries]
 
 
-# Per table: the tasks averaged, and the rows (target, n, avg, speedup, sdr); None = not given.
+EIGHT_TASKS = "Avg of 8 tasks (ARC-C, BoolQ, HellaSwag, MMLU, OBQA, PIQA, RTE, WinoGrande)"
+
+# Per table: the tasks averaged, the setup its numbers were measured in (what the table notes print),
+# and the rows (target, n, avg, speedup, sdr); None = not given. `precision` qualifies every paper row.
 TABLES: dict[str, dict] = {
     "table1": {
+        "setup": f"Llama-2-13B and Mistral-7B; {EIGHT_TASKS}",
         "tasks": ["arc_challenge", "boolq", "hellaswag", "mmlu", "openbookqa", "piqa", "rte", "winogrande"],
         "rows": _rows(
             "Llama-2-13B", 40, 68.2,
@@ -53,6 +60,7 @@ TABLES: dict[str, dict] = {
         ),
     },
     "table2": {
+        "setup": "Llama-3-8B and Llama-3-70B; Avg of HellaSwag, MMLU, OBQA, WinoGrande",
         "tasks": ["hellaswag", "mmlu", "openbookqa", "winogrande"],
         "rows": _rows(
             "Llama-3-8B", 32, 67.6,
@@ -66,6 +74,8 @@ TABLES: dict[str, dict] = {
         ),
     },
     "table3": {
+        "setup": f"Llama-2-70B quantized to 4 bits; {EIGHT_TASKS}",
+        "precision": "4-bit",
         "tasks": ["arc_challenge", "boolq", "hellaswag", "mmlu", "openbookqa", "piqa", "rte", "winogrande"],
         "rows": _rows(
             "Llama-2-70B", 80, 73.9,
@@ -78,17 +88,19 @@ TABLES: dict[str, dict] = {
     # layers (Attn-20 is a Llama-2-13B row of Table 1), as conf/experiment/table6.yaml does; Table 7's
     # Attn-12 as of 32. Only Avg is given.
     "table6": {
+        "setup": "model not named in the paper (n read as of 40 layers); Avg only, its tasks not stated",
         "tasks": [],
         "rows": _rows(
-            "Table 6 model", 40, None,
+            UNNAMED, 40, None,
             [("attn", 4, 65.0, None, None), ("attn", 4, 39.4, None, None, "no-residual"),
              ("attn", 20, 62.9, None, None), ("attn", 20, 32.0, None, None, "no-residual")],
         ),
     },
     "table7": {
+        "setup": "model not named in the paper (Attn-12 read as of 32 layers); Avg only, tasks not stated",
         "tasks": [],
         "rows": _rows(
-            "Table 7 model", 32, None,
+            UNNAMED, 32, None,
             [("attn", 12, 64.8, None, None), ("attn", 12, 62.3, None, None, "magnitude"),
              ("attn", 12, 61.5, None, None, "reverse"), ("attn", 12, 39.4, None, None, "random")],
         ),

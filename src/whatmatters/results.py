@@ -1,9 +1,13 @@
-"""The local results store: one JSON record per finished run, keyed by the config that matters.
+"""The run record and the local results store: one typed JSON record per finished run.
 
-Runs write records; tables, figures and notebooks only read them. A record is written atomically
-(temporary file + rename), so a killed sweep leaves either a whole record or none, and re-running
-the sweep skips every key already stored. Records that cannot be read (corrupt, or from an older
-schema) are skipped with a warning naming the file, and never deleted.
+Runs write records; tables, figures, tracking and notebooks only read them, always through
+`RunRecord`, so a renamed field fails here, where it is defined, not far away in a plot. A record is
+written atomically (temporary file + rename): a killed sweep leaves either a whole record or none,
+and re-running the sweep skips every key already stored.
+
+Other engineers add fields as the measurements grow (per-doc values, speed intervals, quantization).
+Every nested part parses leniently: a key it does not know is kept in its `extra` and written back
+unchanged, so a new optional field never breaks an older reader.
 """
 
 from __future__ import annotations
@@ -12,12 +16,19 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from whatmatters.scores import atomic_write_text
+from whatmatters.io import atomic_write_text
 
-SCHEMA = 1
+SCHEMA = 2
+# Schema 1 has the same layout without per-doc values, speed intervals and quantization: still readable.
+READABLE_SCHEMAS = (1, 2)
+
+
+class RecordError(ValueError):
+    """A record file that cannot be read as a RunRecord; the message names the file and the fix."""
 
 
 def config_key(spec: Mapping[str, Any]) -> str:
@@ -26,8 +37,325 @@ def config_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _split(cls: type, data: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The keys `cls` declares, and the rest (kept in its `extra`, so unknown fields survive a rewrite)."""
+    names = {f.name for f in fields(cls)} - {"extra"}
+    return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+
+
+_UNSTORED = ("extra", "source")  # merged back at its level / where a record was read from
+
+
+def _plain(value: Any) -> Any:
+    """A record part as JSON-ready data: dataclasses flattened, `extra` merged back at its level."""
+    if is_dataclass(value):
+        out = {f.name: _plain(getattr(value, f.name)) for f in fields(value) if f.name not in _UNSTORED}
+        return out | getattr(value, "extra", {})
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class Docs:
+    """Per-document metric values (0/1 for accuracies, not x100), keyed by a stable doc id."""
+
+    ids: list[str]
+    values: list[float]
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.values):
+            raise ValueError(f"docs: {len(self.ids)} ids but {len(self.values)} values")
+
+
+@dataclass
+class TaskResult:
+    """One task's score: value and stderr in percent (perplexity as is), its chance level, its docs."""
+
+    value: float
+    stderr: float | None = None
+    metric: str | None = None
+    n: int | None = None
+    chance: float | None = None
+    docs: Docs | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
+        known, extra = _split(cls, data)
+        docs = known.pop("docs", None)
+        return cls(**known, docs=Docs(**docs) if docs else None, extra=extra)
+
+
+@dataclass
+class EvalResult:
+    """lm-eval accuracy of one model: the suite, the doc sample and protocol, each task, the average."""
+
+    suite: str
+    tasks: dict[str, TaskResult]
+    avg: float
+    avg_stderr: float | None = None
+    limit: float | None = None
+    protocol: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
+        known, extra = _split(cls, data)
+        tasks = {name: TaskResult.from_dict(t) for name, t in known.pop("tasks").items()}
+        return cls(**known, tasks=tasks, extra=extra)
+
+
+@dataclass
+class Interval:
+    """A measured ratio: median and 95% interval of the paired per-repeat ratios (low/high None when a
+    schema-1 record kept only one number)."""
+
+    median: float
+    low: float | None = None
+    high: float | None = None
+    ratios: list[float] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_value(cls, value: float | Mapping[str, Any]) -> Interval:
+        if isinstance(value, Mapping):
+            known, extra = _split(cls, value)
+            return cls(**known, extra=extra)
+        return cls(median=float(value))
+
+    @property
+    def has_interval(self) -> bool:
+        return self.low is not None and self.high is not None
+
+
+PHASES = ("generate", "prefill", "decode")
+# Schema 1 stored one scalar per phase under these keys.
+_SCALAR_SPEEDUPS = {"speedup": "generate", "speedup_prefill": "prefill", "speedup_decode": "decode"}
+
+
+@dataclass
+class Speed:
+    """Speedup per phase (generate, prefill, decode) of the pruned model over the original, same job."""
+
+    speedup: dict[str, Interval]
+    ideal_speedup: float | None = None
+    kv_ratio: float | None = None
+    job: dict | None = None
+    original: dict | None = None
+    pruned: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Speed:
+        data = dict(data)
+        speedup = data.pop("speedup", None)
+        if isinstance(speedup, Mapping):
+            phases = {phase: Interval.from_value(v) for phase, v in speedup.items()}
+        else:  # schema 1: scalars under speedup, speedup_prefill, speedup_decode
+            scalars = {"speedup": speedup} | {k: data.pop(k, None) for k in list(_SCALAR_SPEEDUPS)[1:]}
+            phases = {_SCALAR_SPEEDUPS[k]: Interval(float(v)) for k, v in scalars.items() if v is not None}
+        known, extra = _split(cls, data)
+        return cls(speedup=phases, **known, extra=extra)
+
+
+@dataclass
+class Sdr:
+    """Speedup degradation ratio with its interval, or None with the reason it is undefined."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    reason: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_value(cls, value: float | Mapping[str, Any] | None) -> Sdr | None:
+        if value is None:
+            return None
+        if isinstance(value, Mapping):
+            known, extra = _split(cls, value)
+            return cls(**known, extra=extra)
+        return cls(value=float(value))
+
+
+@dataclass
+class Method:
+    """What was dropped: target (none|attn|mlp|block|joint), how many, and the method's switches."""
+
+    target: str
+    n: int | None = None
+    ratio: float | None = None
+    consecutive: bool = False
+    remove_residual: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Method:
+        known, extra = _split(cls, data)
+        return cls(**known, extra=extra)
+
+
+# The parts of a setting a baseline has too; the others (data, criterion, mode, method switches) belong
+# to a pruning run only. See RunRecord.setting.
+RUN_ONLY = ("data.", "method.", "criterion", "mode")
+
+
+@dataclass
+class RunRecord:
+    """One finished run (or the unpruned baseline: method.target == "none"), as the store holds it."""
+
+    key: str
+    model: str
+    method: Method
+    dropped: int
+    num_layers: int
+    eval: EvalResult
+    name: str = ""
+    experiments: list[str] = field(default_factory=list)
+    created: str = ""
+    versions: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    mode: str | None = None
+    criterion: str | None = None
+    speed: Speed | None = None
+    sdr: Sdr | None = None
+    quant: dict | None = None
+    baseline_avg: float | None = None
+    plan: dict | None = None
+    steps: list | None = None
+    forward_equivalents: float | None = None
+    scores: dict[str, list[float | None]] | None = None
+    params: dict | None = None
+    wall_s: float | None = None
+    schema: int = SCHEMA
+    extra: dict = field(default_factory=dict)
+    # The file it was read from (never written): what an error about this record names.
+    source: Path | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: Path | None = None) -> RunRecord:
+        """Parse a stored record; raises RecordError naming `source` (or the key) when it cannot."""
+        if not isinstance(data, Mapping):
+            raise RecordError(f"{source}: a record is a JSON object, got {type(data).__name__}")
+        where = source or f"record {data.get('key')!r}"
+        schema = data.get("schema", SCHEMA)
+        if schema not in READABLE_SCHEMAS:
+            raise RecordError(
+                f"{where}: record schema {schema!r}, this version reads {READABLE_SCHEMAS}; "
+                "re-run that config to refresh it (the file is left in place)"
+            )
+        known, extra = _split(cls, {k: v for k, v in data.items() if k != "source"})
+        try:
+            known |= {
+                "method": Method.from_dict(known["method"]),
+                "eval": EvalResult.from_dict(known["eval"]),
+                "speed": Speed.from_dict(known["speed"]) if known.get("speed") else None,
+                "sdr": Sdr.from_value(known.get("sdr")),
+                "schema": SCHEMA,
+            }
+            return cls(**known, extra=extra, source=source)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RecordError(
+                f"{where}: not a valid run record ({type(err).__name__}: {err}); re-run that config"
+            ) from err
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self) | {"schema": SCHEMA}
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method.target == "none"
+
+    @property
+    def where(self) -> str:
+        """How an error names this record: its file, else its key."""
+        return f"{self.source} (key {self.key})" if self.source else f"record {self.key}"
+
+    def setting(self) -> dict[str, Any]:
+        """Everything but the method (target, n) that decides this record's numbers, as flat fields.
+
+        Two records share a table or a curve only when their settings agree (a baseline on the fields it
+        has: see RUN_ONLY). Unset (None/False) values are left out, so an older record that lacks a new
+        optional field still matches a newer one that leaves it unset.
+        """
+        cfg = self.config
+        model_cfg = cfg.get("model") or {}
+        eval_cfg = {k: v for k, v in (cfg.get("eval") or {}).items() if k not in ("suite", "batch_size")}
+        out: dict[str, Any] = {
+            "model": self.model,
+            **{f"model.{k}": model_cfg.get(k) for k in ("name_or_path", "dtype", "revision", "random_init")},
+            "eval.suite": self.eval.suite,
+            **_flat("eval", eval_cfg),
+            "eval.limit": self.eval.limit if self.eval.limit is not None else eval_cfg.get("limit"),
+            "eval.protocol": self.eval.protocol,
+            "seed": cfg.get("seed"),
+            **_flat("quant", self.quant or cfg.get("quant") or {}),
+            **_flat("speed", cfg.get("speed") or {}),
+            "hardware": self.versions.get("device"),
+        }
+        if out.get("quant.scheme") == "none":  # no quantization, however it is spelled
+            out = {k: v for k, v in out.items() if not k.startswith("quant.")}
+        if not self.is_baseline:
+            switches = {k: v for k, v in _plain(self.method).items() if k not in ("target", "n", "ratio")}
+            out |= {
+                **_flat("data", cfg.get("data") or {}),
+                "criterion": self.criterion,
+                "mode": self.mode,
+                **_flat("method", switches),
+            }
+        return {k: v for k, v in out.items() if v is not None and v is not False}
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested config as dotted fields (`speed.prompt_len`), the names `--where` filters take."""
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    return {k: v for key, sub in value.items() for k, v in _flat(f"{prefix}.{key}", sub).items()}
+
+
+def without(setting: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """`setting` less the fields `names` (a name ending in "." drops that whole group: "data.")."""
+    return {
+        k: v
+        for k, v in setting.items()
+        if not any(k == n or (n.endswith(".") and k.startswith(n)) for n in names)
+    }
+
+
+def base_setting(setting: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a setting that a pruned run shares with its baseline."""
+    return without(setting, RUN_ONLY)
+
+
+def matches(record: RunRecord, where: Mapping[str, Any]) -> bool:
+    """Whether `record` has every `field=value` of `where` (setting fields, `experiment`, `target`);
+    values compare as text, so command-line filters (`speed.prompt_len=512`) work unchanged."""
+    facts = record.setting() | {"target": record.method.target, "dropped": record.dropped}
+    for name, want in where.items():
+        if name == "experiment":
+            if str(want) not in record.experiments:
+                return False
+        elif str(facts.get(name)) != str(want):
+            return False
+    return True
+
+
+def read_record(path: Path) -> RunRecord:
+    """The record stored at `path`; RecordError naming the file when it is corrupt or of another schema."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RecordError(
+            f"{path}: unreadable results record ({err}); delete it and re-run that config"
+        ) from err
+    return RunRecord.from_dict(data, source=path)
+
+
 class ResultsStore:
-    """A folder of `<key>.json` records."""
+    """A folder of `<key>.json` records: put, get by key, query by setting fields."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -35,37 +363,39 @@ class ResultsStore:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.json"
 
-    def get(self, key: str) -> dict | None:
-        """The stored record for `key`, or None when the run has not finished (or its file is unreadable)."""
-        path = self.path(key)
-        return _read(path) if path.exists() else None
+    def get(self, key: str) -> RunRecord | None:
+        """The stored record for `key`, or None when the run has not finished.
 
-    def put(self, record: dict) -> Path:
-        """Store a finished run's record (must carry its `key`), atomically."""
-        path = self.path(record["key"])
-        atomic_write_text(path, json.dumps({"schema": SCHEMA, **record}, indent=1, default=str))
+        A corrupt or old record counts as not finished (with a warning naming its file): the sweep
+        re-runs that config and the fresh record replaces it.
+        """
+        path = self.path(key)
+        return self._read_or_warn(path) if path.exists() else None
+
+    def put(self, record: RunRecord | Mapping[str, Any]) -> Path:
+        """Store a finished run's record atomically; a plain dict is checked by parsing it first."""
+        if not isinstance(record, RunRecord):
+            record = RunRecord.from_dict(record)
+        path = self.path(record.key)
+        atomic_write_text(path, json.dumps(record.to_dict(), indent=1, default=str))
         return path
 
-    def records(self) -> Iterator[dict]:
-        """Every readable record, in file-name order; unreadable ones are skipped with a warning."""
+    def records(self) -> Iterator[RunRecord]:
+        """Every readable record, in file-name order; unreadable ones are skipped with a warning naming
+        the file (never deleted), so one bad file does not hide the rest."""
         for path in sorted(self.root.glob("*.json")):
-            record = _read(path)
+            record = self._read_or_warn(path)
             if record is not None:
                 yield record
 
+    def query(self, **where: Any) -> list[RunRecord]:
+        """Records whose setting fields equal `where` (see `matches`): query(model="m", mode="iterative")."""
+        return [r for r in self.records() if matches(r, where)]
 
-def _read(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        warnings.warn(f"Skipping unreadable results record {path}: {err}", stacklevel=3)
-        return None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA or "key" not in record:
-        found = record.get("schema") if isinstance(record, dict) else type(record).__name__
-        warnings.warn(
-            f"Skipping results record {path}: schema {found!r}, expected {SCHEMA}; re-run that config "
-            "to refresh it (the file is left in place)",
-            stacklevel=3,
-        )
-        return None
-    return record
+    @staticmethod
+    def _read_or_warn(path: Path) -> RunRecord | None:
+        try:
+            return read_record(path)
+        except RecordError as err:
+            warnings.warn(f"Skipping results record: {err}", stacklevel=3)
+            return None

@@ -1,111 +1,282 @@
 """The paper's tables rebuilt from the results store: measured columns, then the paper's, labelled.
 
-Only reads records (see results.py); never runs a model. One row per run, the unpruned baseline
-first, then by method and number dropped.
+Only reads records (results.py); never runs a model. A table holds the runs of one experiment that share
+one setting (`RunRecord.setting`: model, eval suite/limit/protocol, calibration data, dtype, seed,
+quantization, speed job, hardware) and the baseline of that setting; its rows differ only by method, n
+and variant (mode, criterion, residual ablation). Runs of several settings, or two records claiming one
+row, are an error naming them, never a silent pick. Every row carries its record key.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from whatmatters.paper import TABLES, TARGET_LABELS, paper_row
-from whatmatters.scores import atomic_write_text
+from whatmatters.io import atomic_write_text
+from whatmatters.metrics import UnpairedError, paired_difference
+from whatmatters.paper import TABLES, TARGET_LABELS, PaperRow, paper_row
+from whatmatters.results import PHASES, RunRecord, base_setting, matches, without
+
+# Setting fields that tell the rows of one table apart (they are in the row label), not the table.
+VARIANTS = ("criterion", "mode", "method.")
 
 
-def method_label(record: dict) -> str:
+class TableError(ValueError):
+    """Records that cannot make one table: several settings, or two records for one cell."""
+
+
+def method_label(record: RunRecord) -> str:
     """E.g. `Attn-8`, `Attn-8 no-residual`, `Joint-8 iterative`, `Attn-12 [magnitude]`."""
-    method = record["method"]
-    if method["target"] == "none":
+    method = record.method
+    if record.is_baseline:
         return "Baseline"
-    label = f"{TARGET_LABELS[method['target']]}-{record['dropped']}"
-    if method.get("consecutive"):
+    label = f"{TARGET_LABELS[method.target]}-{record.dropped}"
+    if method.consecutive:
         label += " span"
-    if method.get("remove_residual"):
+    if method.remove_residual:
         label += " no-residual"
-    if record.get("mode") == "iterative":
+    if record.mode == "iterative":
         label += " iterative"
-    if record.get("criterion", "cosine") != "cosine":
-        label += f" [{record['criterion']}]"
+    if (record.criterion or "cosine") != "cosine":
+        label += f" [{record.criterion}]"
     return label
 
 
-def variant(record: dict) -> str:
+def variant(record: RunRecord) -> str:
     """The ablation a run belongs to, as the paper's rows name it: "no-residual", a criterion, or ""."""
-    if record["method"].get("remove_residual"):
+    if record.method.remove_residual:
         return "no-residual"
-    criterion = record.get("criterion", "cosine")
+    criterion = record.criterion or "cosine"
     return "" if criterion == "cosine" else criterion
 
 
-def build_table(records: Iterable[dict], experiment: str, model: str, suite: str) -> pd.DataFrame:
-    """Rows of `experiment` for one model and eval suite, with the shared baseline on top.
+def shared_setting(record: RunRecord, drop: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """The record's setting without the fields in `drop` (prefixes ending in "." drop a whole group)."""
+    return without(record.setting(), drop)
 
-    A setting run again under another config (say, a longer speed job) leaves two records with one
-    label; the newest is shown. Columns with no value at all (perplexity has no stderr) are left out.
-    """
-    latest: dict[str, dict] = {}
-    for r in sorted(records, key=lambda r: r.get("created", "")):
-        if (
-            r["model"] == model
-            and r["eval"]["suite"] == suite
-            and (r["method"]["target"] == "none" or experiment in r.get("experiments", ()))
-        ):
-            latest[method_label(r)] = r
-    chosen = list(latest.values())
-    chosen.sort(key=lambda r: (r["method"]["target"] != "none", r["method"]["target"], r["dropped"]))
-    paper_table = experiment if experiment in TABLES else None
-    refs = {}
-    if paper_table:
-        for r in chosen:
-            target, n, layers = r["method"]["target"], r["dropped"], r["num_layers"]
-            refs[r["key"]] = paper_row(paper_table, model, target, n, layers, variant(r))
-    # The baseline sits beside the baseline of the paper model that most drop rows are matched to.
+
+def one_setting(records: list[RunRecord], what: str, drop: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
+    """The setting `records` share; TableError naming each differing field, its values and the fix if not."""
+    settings = [shared_setting(r, drop) for r in records]
+    if all(s == settings[0] for s in settings):
+        return settings[0]
+    fields = sorted({k for s in settings for k in s if any(s.get(k) != t.get(k) for t in settings)})
+    lines = [
+        f"  {name}: "
+        + ", ".join(f"{v} ({n} records)" for v, n in Counter(str(s.get(name)) for s in settings).items())
+        for name in fields
+    ]
+    raise TableError(
+        f"{what} mixes records of {len({str(sorted(s.items())) for s in settings})} settings that differ in\n"
+        + "\n".join(lines)
+        + f"\nPick one with --where FIELD=VALUE (e.g. --where {fields[0]}=...)."
+    )
+
+
+def unique_cells(records: Iterable[RunRecord], cell: Any, what: str) -> dict[Any, RunRecord]:
+    """`records` by cell (`cell(record)`); TableError naming both records when two claim one cell."""
+    cells: dict[Any, RunRecord] = {}
+    for r in records:
+        key = cell(r)
+        if key in cells:
+            raise TableError(
+                f"{what}: two records claim the cell {key}: {cells[key].where} and {r.where}. Their settings "
+                "agree, so something outside them differs: delete the stale record or re-run both."
+            )
+        cells[key] = r
+    return cells
+
+
+def select(
+    records: Iterable[RunRecord], experiment: str, model: str, suite: str, where: Mapping[str, Any] = {}
+) -> list[RunRecord]:
+    """The records of one table: the experiment's runs of one setting and that setting's baseline."""
+    what = f"{experiment} for {model} on the {suite} suite"
+    pool = [r for r in records if r.model == model and r.eval.suite == suite and matches(r, where)]
+    runs = [r for r in pool if not r.is_baseline and experiment in r.experiments]
+    if runs:
+        shared = base_setting(one_setting(runs, what))
+        bases = [r for r in pool if r.is_baseline and r.setting() == shared]
+    else:
+        bases = [r for r in pool if r.is_baseline]
+        if bases:
+            one_setting(bases, what)
+    chosen = list(unique_cells(bases + runs, method_label, what).values())
+    return sorted(chosen, key=lambda r: (not r.is_baseline, r.method.target, r.dropped, method_label(r)))
+
+
+def _speed_columns(r: RunRecord) -> dict[str, Any]:
+    """Speedup per phase as median and 95% interval (a schema-1 record has the median only), flagged when
+    even the interval's low end beats what the plan can gain at most: a timing fault, not a result."""
+    row: dict[str, Any] = {}
+    speed = r.speed
+    if speed is None:
+        return row
+    for phase in PHASES:
+        if (iv := speed.speedup.get(phase)) is None:
+            continue
+        col = "speedup" if phase == "generate" else f"{phase} speedup"
+        row |= {col: iv.median, f"{col} low": iv.low, f"{col} high": iv.high}
+    ideal, generate = speed.ideal_speedup, speed.speedup.get("generate")
+    if ideal is not None and generate is not None:
+        row["ideal speedup"] = ideal
+        floor = generate.low if generate.has_interval else generate.median
+        row["speedup flag"] = f"> ideal {ideal:.3g}" if floor > ideal * (1 + 1e-9) else None
+    row["KV ratio"] = speed.kv_ratio
+    return row
+
+
+def _sdr_columns(r: RunRecord) -> dict[str, Any]:
+    if r.sdr is None:
+        return {}
+    reason = r.sdr.reason or "not computed"
+    return {
+        "SDR": r.sdr.value,
+        "SDR low": r.sdr.low,
+        "SDR high": r.sdr.high,
+        "SDR flag": None if r.sdr.value is not None else f"undefined: {reason}",
+    }
+
+
+def _paper_columns(ref: PaperRow | None, table: str) -> dict[str, Any]:
+    precision = TABLES[table].get("precision")
+    name = f"{ref.model} {precision}" if ref and precision else ref.model if ref else None
+    return {
+        "paper row": f"{name}: {ref.label}" if ref else None,
+        "paper Avg": ref.avg if ref else None,
+        "paper speedup": ref.speedup if ref else None,
+        "paper SDR": ref.sdr if ref else None,
+    }
+
+
+def _paper_refs(chosen: list[RunRecord], table: str, model: str) -> dict[str, PaperRow | None]:
+    """The paper's row beside each run; the baseline beside the baseline of the paper model most drop
+    rows are matched to, so one paper model serves the whole table."""
+    refs = {
+        r.key: paper_row(table, model, r.method.target, r.dropped, r.num_layers, variant(r)) for r in chosen
+    }
     matched = Counter(ref.model for ref in refs.values() if ref and ref.target != "none")
     if matched:
         main = matched.most_common(1)[0][0]
-        base = next((p for p in TABLES[paper_table]["rows"] if p.target == "none" and p.model == main), None)
-        refs |= {r["key"]: base for r in chosen if r["method"]["target"] == "none"}
+        base = next((p for p in TABLES[table]["rows"] if p.target == "none" and p.model == main), None)
+        refs |= {r.key: base for r in chosen if r.is_baseline}
+    return refs
+
+
+def build_table(
+    records: Iterable[RunRecord], experiment: str, model: str, suite: str, where: Mapping[str, Any] = {}
+) -> pd.DataFrame:
+    """Rows of `experiment` for one model, suite and setting, the baseline on top; `frame.attrs["notes"]`
+    says what every column is (write_table prints it). Columns with no value at all are left out."""
+    chosen = select(records, experiment, model, suite, where)
+    base = next((r for r in chosen if r.is_baseline), None)
+    paper_table = experiment if experiment in TABLES else None
+    refs = _paper_refs(chosen, paper_table, model) if paper_table else {}
     rows = []
     for r in chosen:
-        row = {"model": model, "method": method_label(r)}
-        for task, result in r["eval"]["tasks"].items():
-            row[task] = result["value"]
-            row[f"{task} ±"] = result["stderr"]
-        row["Avg"] = r["eval"]["avg"]
-        speed = r.get("speed") or {}
-        row["speedup"] = speed.get("speedup")
-        row["KV ratio"] = speed.get("kv_ratio")
-        row["SDR"] = r.get("sdr")
+        row: dict[str, Any] = {"model": model, "method": method_label(r)}
+        for task, result in r.eval.tasks.items():
+            row |= {task: result.value, f"{task} ±": result.stderr}
+        row |= {"Avg": r.eval.avg, "Avg ±": r.eval.avg_stderr}
+        if base is not None and not r.is_baseline:
+            try:
+                delta, se, _ = paired_difference(base.eval, r.eval)
+            except UnpairedError:  # records without per-doc values: the plain difference, said so
+                delta, se = r.eval.avg - base.eval.avg, None
+            row |= {"ΔAvg": delta, "ΔAvg ±": se, "ΔAvg flag": None if se is not None else "unpaired"}
+        row |= _speed_columns(r) | _sdr_columns(r)
         if paper_table:
-            ref = refs[r["key"]]
-            row |= {
-                "paper row": f"{ref.model} {ref.label}" if ref else None,
-                "paper Avg": ref.avg if ref else None,
-                "paper speedup": ref.speedup if ref else None,
-                "paper SDR": ref.sdr if ref else None,
-            }
-        rows.append(row)
-    return pd.DataFrame(rows).dropna(axis="columns", how="all")
+            row |= _paper_columns(refs[r.key], paper_table)
+        rows.append(row | {"key": r.key})
+    frame = pd.DataFrame(rows).dropna(axis="columns", how="all")
+    frame.attrs["notes"] = _notes(chosen, paper_table)
+    return frame
+
+
+def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
+    """What the table's columns mean, read from its records: setting, protocol, chance levels, speed job."""
+    if not chosen:
+        return []
+    setting = base_setting(shared_setting(chosen[-1]))
+    notes = ["Setting of every row: " + ", ".join(f"{k}={v}" for k, v in setting.items()) + "."]
+    if protocol := chosen[0].eval.protocol:
+        notes.append(f"Eval protocol: {protocol}.")
+    chance = {t: res.chance for r in chosen for t, res in r.eval.tasks.items() if res.chance is not None}
+    tasks = dict.fromkeys(t for r in chosen for t in r.eval.tasks)
+    notes.append(
+        "Chance level per task: "
+        + ", ".join(f"{t} {chance[t]:.3g}%" if t in chance else f"{t} not recorded" for t in tasks)
+        + " (perplexity has none and is not in Avg)."
+    )
+    notes += [
+        "`±` after a score = lm-eval standard error; Avg = mean of the accuracy tasks (%).",
+        "ΔAvg = pruned minus baseline on the same docs, ± its paired standard error (per-doc differences; "
+        "tasks combined in quadrature); `unpaired` = a record without per-doc values, plain difference, "
+        "no SE.",
+        "Speedup = t_original / t_pruned of the same job (speed.* above), median [95% interval] of the "
+        "paired repeats where the record has them; `> ideal` flags a speedup whose interval lies above "
+        "what the plan can gain at most (a timing fault). SDR = ΔAvg / ((speedup - 1) x 100), with its "
+        "interval, or undefined with the reason.",
+    ]
+    if paper_table:
+        notes.append(
+            f"`paper ...` columns: published numbers of arXiv 2406.15786 v6 {paper_table} "
+            f"({TABLES[paper_table]['setup']}), not reruns; a row sits beside the paper's row at the same "
+            "fraction of layers. They are a reference for the trend, not a like-for-like comparison."
+        )
+    return notes
+
+
+def _cell(frame: pd.DataFrame, row: int, col: str) -> str:
+    """One display cell: value ± stderr, value [low, high], value plus its flag, or `--`."""
+
+    def helper(suffix: str) -> Any:
+        return frame.at[row, col + suffix] if col + suffix in frame else None
+
+    value, flag = frame.at[row, col], helper(" flag")
+    flag = flag if isinstance(flag, str) else None
+    if not pd.api.types.is_number(value):
+        return "--" if value is None else str(value)
+    if math.isnan(value):
+        return flag or "--"
+    sign = "+" if col == "ΔAvg" else ""
+    if not _nan(se := helper(" ±")):
+        text = f"{value:{sign}.1f} ± {se:.1f}"
+    elif not _nan(low := helper(" low")):
+        text = f"{value:.3g} [{low:.3g}, {helper(' high'):.3g}]"
+    else:
+        text = f"{value:+.1f}" if sign else f"{value:.3g}"
+    return f"{text} {flag}" if flag else text
+
+
+def _nan(value: Any) -> bool:
+    return value is None or (pd.api.types.is_number(value) and math.isnan(value))
+
+
+def display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as a reader sees it: stderrs, intervals and flags folded into the cell they qualify."""
+    helpers = (" ±", " low", " high", " flag")
+    shown = [c for c in frame.columns if not c.endswith(helpers)]
+    frame = frame.reset_index(drop=True)
+    return pd.DataFrame({c: [_cell(frame, i, c) for i in range(len(frame))] for c in shown})
 
 
 def write_table(frame: pd.DataFrame, stem: str | Path, title: str) -> list[Path]:
-    """`stem`.md, .csv and .tex; the markdown opens with what is measured and what is the paper's."""
+    """`stem`.md (notes, then the table), .csv (every number, each row's record key) and .tex."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    note = (
-        f"# {title}\n\nMeasured by this repo unless the column says `paper`: the `paper ...` columns are "
-        "the published numbers (arXiv 2406.15786 v6), not reruns. `±` = lm-eval standard error. "
-        "Avg = mean of the accuracy tasks (%); perplexity columns (lower is better) are not in it. "
-        "Measured speedup = t_original / t_pruned of one `generate` job, timed side by side in one run; "
-        "SDR swings wildly where that speedup is within timing noise of 1.\n\n"
-    )
+    notes = frame.attrs.get("notes") or [
+        "Measured by this repo unless the column says `paper`: `paper ...` columns are published numbers "
+        "(arXiv 2406.15786 v6), not reruns."
+    ]
     paths = [stem.with_suffix(ext) for ext in (".md", ".csv", ".tex")]
-    shown = frame.astype(object).where(frame.notna(), None)  # tabulate prints None as missingval, NaN as nan
-    atomic_write_text(paths[0], note + shown.to_markdown(index=False, floatfmt=".3g", missingval="--") + "\n")
+    shown = display(frame)
+    body = shown.to_markdown(index=False, disable_numparse=True)
+    atomic_write_text(paths[0], f"# {title}\n\n" + "\n".join(f"- {n}" for n in notes) + f"\n\n{body}\n")
     atomic_write_text(paths[1], frame.to_csv(index=False))
-    atomic_write_text(paths[2], frame.to_latex(index=False, float_format="%.3g", na_rep="--"))
+    atomic_write_text(paths[2], shown.to_latex(index=False))
     return paths

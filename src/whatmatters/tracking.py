@@ -11,10 +11,12 @@ from pathlib import Path
 
 import wandb
 
+from whatmatters.results import RunRecord
+
 MODES = ("offline", "online", "disabled")
 
 
-def log_run(record: dict, mode: str, project: str, entity: str | None, out_dir: Path) -> str | None:
+def log_run(record: RunRecord, mode: str, project: str, entity: str | None, out_dir: Path) -> str | None:
     """Log `record` as one wandb run under `out_dir`; returns the wandb run dir (None when disabled)."""
     if mode not in MODES:
         raise ValueError(f"Unknown wandb mode {mode!r}; choose one of {MODES}")
@@ -27,34 +29,36 @@ def log_run(record: dict, mode: str, project: str, entity: str | None, out_dir: 
         project=project,
         entity=entity,
         dir=str(out_dir),
-        name=record["name"],
-        config=record["config"],
-        job_type=record["method"]["target"],
+        name=record.name,
+        config=record.config,
+        job_type=record.method.target,
         reinit="finish_previous",
     )
     with run:
         heatmap = out_dir / "heatmap.png"
         if heatmap.exists():
             run.log({"heatmap": wandb.Image(str(heatmap))})
-        scores = record.get("scores")
-        if scores:
+        if scores := record.scores:
             rows = [
-                [i, scores["block"][i], scores["attn"][i], scores["mlp"][i]]
-                for i in range(len(scores["block"]))
+                [i, *(scores[k][i] for k in ("block", "attn", "mlp"))] for i in range(len(scores["block"]))
             ]
             run.log({"scores": wandb.Table(columns=["layer", "block", "attn", "mlp"], data=rows)})
-        plan = record.get("plan") or {}
+        plan = record.plan or {}
+        tasks = record.eval.tasks
+        speed = record.speed
+        speedups = {f"speedup/{phase}": iv.median for phase, iv in (speed.speedup if speed else {}).items()}
         run.summary.update(
             {
                 "plan/attn": plan.get("attn", []),
                 "plan/mlp": plan.get("mlp", []),
                 "plan/blocks": plan.get("blocks", []),
-                "avg": record["eval"]["avg"],
-                **{f"acc/{task}": r["value"] for task, r in record["eval"]["tasks"].items()},
-                **{f"stderr/{task}": r["stderr"] for task, r in record["eval"]["tasks"].items()},
-                "speedup": (record.get("speed") or {}).get("speedup"),
-                "kv_ratio": (record.get("speed") or {}).get("kv_ratio"),
-                "sdr": record.get("sdr"),
+                "avg": record.eval.avg,
+                **{f"acc/{task}": r.value for task, r in tasks.items()},
+                **{f"stderr/{task}": r.stderr for task, r in tasks.items()},
+                **speedups,
+                "speedup": speedups.get("speedup/generate"),
+                "kv_ratio": speed.kv_ratio if speed else None,
+                "sdr": record.sdr.value if record.sdr else None,
             }
         )
         return run.dir
