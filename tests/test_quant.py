@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -157,3 +158,28 @@ def test_score_comparison_reports_rank_agreement_and_plan_overlap():
     out = compare_scores(fp, swapped, attn_n=[2])
     assert out["kendall_tau"]["attn"] < 1.0 and out["kendall_tau"]["mlp"] == pytest.approx(1.0)
     assert out["attn_plans"][0]["overlap"] == 1
+
+
+def test_table11_holds_both_precisions_with_their_baselines_beside_the_papers_rows():
+    from conftest import record
+    from whatmatters.tables import build_table
+
+    int4 = {"scheme": "int4", "order": "drop_then_quant", "group_size": 64}
+    runs = [
+        record("none", 0, 60.0, None, key="b"),
+        record("none", 0, 59.0, None, key="bq", quant=int4),
+        record("attn", 4, 58.0, "table11", key="a4"),
+        record("attn", 4, 57.0, "table11", key="a4q", quant=int4),
+        record("attn", 8, 55.0, "table11", key="a8q", quant=int4),
+        record("attn", 4, 50.0, "table11", key="a4w8", quant={"scheme": "w8a8", "order": "drop_then_quant"}),
+    ]
+    frame = build_table(runs[:-1], "table11", "smollm2-135m", "embedded").set_index("method")
+    assert list(frame.index) == ["Baseline", "Baseline int4", "Attn-4", "Attn-4 int4", "Attn-8 int4"]
+    # Attn-4 and Attn-8 of 30 sit at Mistral-7B's fractions (4 and 8 of 32).
+    assert frame.loc["Baseline int4", "paper row"] == "Mistral-7B: Baseline 4-bit"
+    assert frame.loc["Baseline int4", "paper Avg"] == 66.1
+    assert frame.loc["Attn-8 int4", "paper Avg"] == 65.9
+    assert frame.loc["Attn-4", "paper Avg"] == 66.6
+    # A scheme the paper did not run gets no paper row rather than the full-precision one.
+    frame = build_table(runs, "table11", "smollm2-135m", "embedded").set_index("method")
+    assert pd.isna(frame.loc["Attn-4 w8a8", "paper row"])

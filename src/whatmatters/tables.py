@@ -31,10 +31,10 @@ class TableError(ValueError):
 
 
 def method_label(record: RunRecord) -> str:
-    """E.g. `Attn-8`, `Attn-8 no-residual`, `Joint-8 iterative`, `Attn-12 [magnitude]`."""
+    """E.g. `Attn-8`, `Attn-8 no-residual`, `Joint-8 iterative`, `Attn-12 [magnitude]`, `Attn-8 int4`."""
     method = record.method
     if record.is_baseline:
-        return "Baseline"
+        return "Baseline" + _quant_label(record)
     label = f"{TARGET_LABELS[method.target]}-{record.dropped}"
     if method.consecutive:
         label += " span"
@@ -44,11 +44,27 @@ def method_label(record: RunRecord) -> str:
         label += " iterative"
     if (record.criterion or "cosine") != "cosine":
         label += f" [{record.criterion}]"
-    return label
+    return label + _quant_label(record)
 
 
-def variant(record: RunRecord) -> str:
-    """The ablation a run belongs to, as the paper's rows name it: "no-residual", a criterion, or ""."""
+def _scheme(record: RunRecord) -> str:
+    return (record.quant or {}).get("scheme", "none")
+
+
+def _quant_label(record: RunRecord) -> str:
+    """` int4` for a quantized run (` int4 quant-first` when it was scored quantized), "" unquantized."""
+    if _scheme(record) == "none":
+        return ""
+    first = (record.quant or {}).get("order") == "quant_then_drop"
+    return f" {_scheme(record)}" + (" quant-first" if first else "")
+
+
+def variant(record: RunRecord, table: str | None = None) -> str:
+    """The ablation a run belongs to, as the paper's rows name it: "no-residual", a criterion, a quantization
+    where `table`'s rows vary it (int4 -> "4-bit" in Table 11), or ""."""
+    quant_variants = TABLES.get(table, {}).get("quant_variants")
+    if quant_variants and _scheme(record) != "none":
+        return quant_variants.get(_scheme(record), _scheme(record))
     if record.method.remove_residual:
         return "no-residual"
     criterion = record.criterion or "cosine"
@@ -99,13 +115,14 @@ def select(
     what = f"{experiment} for {model} on the {suite} suite"
     pool = [r for r in records if r.model == model and r.eval.suite == suite and matches(r, where)]
     runs = [r for r in pool if not r.is_baseline and experiment in r.experiments]
+    drop = VARIANTS + TABLES.get(experiment, {}).get("varies", ())  # Table 11's rows vary quantization too
     if runs:
-        shared = base_setting(one_setting(runs, what))
-        bases = [r for r in pool if r.is_baseline and r.setting() == shared]
+        shared = base_setting(one_setting(runs, what, drop))
+        bases = [r for r in pool if r.is_baseline and without(r.setting(), drop) == shared]
     else:
         bases = [r for r in pool if r.is_baseline]
         if bases:
-            one_setting(bases, what)
+            one_setting(bases, what, drop)
     chosen = list(unique_cells(bases + runs, method_label, what).values())
     return sorted(chosen, key=lambda r: (not r.is_baseline, r.method.target, r.dropped, method_label(r)))
 
@@ -158,13 +175,14 @@ def _paper_refs(chosen: list[RunRecord], table: str, model: str) -> dict[str, Pa
     """The paper's row beside each run; the baseline beside the baseline of the paper model most drop
     rows are matched to, so one paper model serves the whole table."""
     refs = {
-        r.key: paper_row(table, model, r.method.target, r.dropped, r.num_layers, variant(r)) for r in chosen
+        r.key: paper_row(table, model, r.method.target, r.dropped, r.num_layers, variant(r, table))
+        for r in chosen
     }
     matched = Counter(ref.model for ref in refs.values() if ref and ref.target != "none")
     if matched:
         main = matched.most_common(1)[0][0]
-        base = next((p for p in TABLES[table]["rows"] if p.target == "none" and p.model == main), None)
-        refs |= {r.key: base for r in chosen if r.is_baseline}
+        bases = {p.variant: p for p in TABLES[table]["rows"] if p.target == "none" and p.model == main}
+        refs |= {r.key: bases.get(variant(r, table)) for r in chosen if r.is_baseline}
     return refs
 
 
@@ -202,7 +220,9 @@ def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
     """What the table's columns mean, read from its records: setting, protocol, chance levels, speed job."""
     if not chosen:
         return []
-    setting = base_setting(shared_setting(chosen[-1]))
+    setting = base_setting(
+        shared_setting(chosen[-1], VARIANTS + TABLES.get(paper_table, {}).get("varies", ()))
+    )
     notes = ["Setting of every row: " + ", ".join(f"{k}={v}" for k, v in setting.items()) + "."]
     if protocol := chosen[0].eval.protocol:
         notes.append(f"Eval protocol: {protocol}.")
