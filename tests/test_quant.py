@@ -165,11 +165,14 @@ def test_table11_holds_both_precisions_with_their_baselines_beside_the_papers_ro
     from whatmatters.tables import build_table
 
     int4 = {"scheme": "int4", "order": "drop_then_quant", "group_size": 64}
+    untimed = {"speedup": {}, "kv_ratio": 0.8, "pruned": {"kv_cache_bytes": 2**20}, "not_timed": "no kernel"}
     runs = [
         record("none", 0, 60.0, None, key="b"),
         record("none", 0, 59.0, None, key="bq", quant=int4),
         record("attn", 4, 58.0, "table11", key="a4"),
-        record("attn", 4, 57.0, "table11", key="a4q", quant=int4),
+        record(
+            "attn", 4, 57.0, "table11", key="a4q", quant=int4, speed=untimed, params={"weight_bytes": 2**21}
+        ),
         record("attn", 8, 55.0, "table11", key="a8q", quant=int4),
         record("attn", 4, 50.0, "table11", key="a4w8", quant={"scheme": "w8a8", "order": "drop_then_quant"}),
     ]
@@ -180,6 +183,10 @@ def test_table11_holds_both_precisions_with_their_baselines_beside_the_papers_ro
     assert frame.loc["Baseline int4", "paper Avg"] == 66.1
     assert frame.loc["Attn-8 int4", "paper Avg"] == 65.9
     assert frame.loc["Attn-4", "paper Avg"] == 66.6
+    assert frame.loc["Attn-4 int4", "weights MiB"] == 2.0 and frame.loc["Attn-4 int4", "KV MiB"] == 1.0
+    assert pd.isna(frame.loc["Attn-4 int4", "speedup"])
+    assert frame.loc["Attn-4 int4", "speedup flag"] == "not timed: no kernel"
+    assert frame.loc["Attn-4", "speedup"] == 1.04  # timed full-precision rows keep their speedup
     # A scheme the paper did not run gets no paper row rather than the full-precision one.
     frame = build_table(runs, "table11", "smollm2-135m", "embedded").set_index("method")
     assert pd.isna(frame.loc["Attn-4 w8a8", "paper row"])

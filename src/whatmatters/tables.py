@@ -144,8 +144,21 @@ def _speed_columns(r: RunRecord) -> dict[str, Any]:
         row["ideal speedup"] = ideal
         floor = generate.low if generate.has_interval else generate.median
         row["speedup flag"] = f"> ideal {ideal:.3g}" if floor > ideal * (1 + 1e-9) else None
+    if speed.extra.get("not_timed"):  # a quantization scheme without a kernel on that device (quant.untimed)
+        row |= {"speedup": None, "speedup flag": "not timed: no kernel"}
     row["KV ratio"] = speed.kv_ratio
+    row["KV MiB"] = (speed.pruned or {}).get("kv_cache_bytes", math.nan) / 2**20
     return row
+
+
+def _weight_columns(r: RunRecord) -> dict[str, Any]:
+    """Weight bytes as stored (quantized runs: also packed at their bits), where the record has them."""
+    params = r.params or {}
+    return {
+        name: params[field] / 2**20
+        for name, field in (("weights MiB", "weight_bytes"), ("packed MiB", "packed_weight_bytes"))
+        if field in params
+    }
 
 
 def _sdr_columns(r: RunRecord) -> dict[str, Any]:
@@ -207,7 +220,7 @@ def build_table(
             except UnpairedError:  # records without per-doc values: the plain difference, said so
                 delta, se = r.eval.avg - base.eval.avg, None
             row |= {"ΔAvg": delta, "ΔAvg ±": se, "ΔAvg flag": None if se is not None else "unpaired"}
-        row |= _speed_columns(r) | _sdr_columns(r)
+        row |= _weight_columns(r) | _speed_columns(r) | _sdr_columns(r)
         if paper_table:
             row |= _paper_columns(refs[r.key], paper_table)
         rows.append(row | {"key": r.key})
@@ -243,6 +256,13 @@ def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
         "what the plan can gain at most (a timing fault). SDR = ΔAvg / ((speedup - 1) x 100), with its "
         "interval, or undefined with the reason.",
     ]
+    if any(r.quant for r in chosen):
+        notes.append(
+            "weights MiB = parameter bytes as stored (quantized: integer data and scales; packed MiB = the "
+            "same with each value at the scheme's bits); KV MiB = the speed job's measured KV cache; `not "
+            "timed: no kernel` = a scheme whose torchao linear dequantizes on this device, so a time would "
+            "measure that fallback, not the scheme."
+        )
     if paper_table:
         notes.append(
             f"`paper ...` columns: published numbers of arXiv 2406.15786 v6 {paper_table} "
