@@ -74,9 +74,14 @@ reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / 
 figures: $(STAMP)  ## Every figure from the results store, no model run (figures/make_figures.py)
 	$(PY) figures/make_figures.py
 
+.PHONY: reproduce-figures
+reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot and iterative (experiment=figures), then every figure
+	$(SWEEP) experiment=figures
+	$(if $(DRY_RUN),@true,$(PY) figures/make_figures.py)
+
 redundancy-training: $(STAMP)  ## Scores of a randomly initialised vs the trained default -> figures/redundancy_training_*
 	$(PY) experiments/score.py hydra.run.dir=outputs/training/trained
 	$(PY) experiments/score.py model.random_init=true hydra.run.dir=outputs/training/random_init
 	$(PY) figures/training.py outputs/training/*/scores.json
 
-reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 reproduce-table7 figures  ## All tables, then the figures
+reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 reproduce-table7 reproduce-figures  ## All tables, then the figures grid and every figure

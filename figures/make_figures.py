@@ -1,43 +1,41 @@
-"""Every figure from the results store (no model is run): PNG + PDF into figures/.
+"""Every figure from the results store (no model is run): PNG + PDF + the data CSV into figures/.
 
     python figures/make_figures.py                 # reads results/
     python figures/make_figures.py --results other_results_dir
 
-Per model and eval suite: importance heatmap, drop curves (Avg vs n per target), one-shot vs
-iterative curves, speedup / KV bars, SDR vs speedup.
+One set of figures per setting (model, suite, eval limit and protocol, data, dtype, seed, quantization,
+speed job, criterion, residual ablation, mode): drop curves (Avg vs n per target), speedup / KV bars,
+SDR vs speedup; one-shot vs iterative where both modes ran; an importance heatmap per scoring setting,
+titled with the run it draws. Each CSV lists the record key of every point.
 """
 
 from __future__ import annotations
 
 import argparse
-from itertools import groupby
 from pathlib import Path
 
 from whatmatters import plots
 from whatmatters.results import ResultsStore
-from whatmatters.scores import Scores
 
 HERE = Path(__file__).parent
 
 
 def main(results: Path, out: Path = HERE) -> list[Path]:
-    records = sorted(ResultsStore(results).records(), key=lambda r: (r["model"], r["eval"]["suite"]))
-    written = []
-    for (model, suite), group in groupby(records, key=lambda r: (r["model"], r["eval"]["suite"])):
-        group = list(group)
-        scored = next((r for r in group if r.get("scores")), None)
-        if scored:
-            scores = Scores(**scored["scores"], meta={"criterion": scored.get("criterion", "cosine")})
-            written.append(plots.importance_heatmap(scores, out / f"heatmap_{model}.png", title=model))
-        name = f"{model}_{suite}"
-        title = f"{model} ({suite} suite)"
-        written += plots.drop_curves(group, out / f"drop_curves_{name}", title)
-        written += plots.one_shot_vs_iterative(group, out / f"one_shot_vs_iterative_{name}", title)
-        written += plots.speed_bars(group, out / f"speed_{name}", title)
-        written += plots.sdr_vs_speedup(group, out / f"sdr_{name}", title)
+    records = list(ResultsStore(results).records())
+    written = [
+        plots.importance_heatmap(r.scores, out / f"{stem}.png", title, criterion=r.criterion)
+        for stem, title, r in plots.heatmap_runs(records)
+    ]
+    for fs in plots.figure_sets(records):
+        written += plots.drop_curves(fs, out / f"drop_curves_{fs.name}")
+        written += plots.speed_bars(fs, out / f"speed_{fs.name}")
+        written += plots.sdr_vs_speedup(fs, out / f"sdr_{fs.name}")
+    for fs in plots.figure_sets(records, swept=("mode",)):
+        if len({r.mode for r in fs.runs}) > 1:
+            written += plots.one_shot_vs_iterative(fs, out / f"one_shot_vs_iterative_{fs.name}")
     if not written:
         raise SystemExit(
-            f"No readable records under {results}: run experiments/run.py (or make reproduce-table2)"
+            f"No readable records under {results}: run experiments/run.py (or make reproduce-figures)"
         )
     return written
 

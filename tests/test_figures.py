@@ -1,48 +1,116 @@
-"""Figures are drawn from fixture records alone (no model), one file per figure and format."""
+"""Figures are drawn from fixture records alone (no model): each curve holds records of one setting only,
+and the numbers behind every line and bar (the data CSV, the Line2D data) are the records' own."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import record
 from whatmatters import plots
-from whatmatters.results import ResultsStore
+from whatmatters.results import Interval, ResultsStore, Speed
 from whatmatters.scores import Scores
+from whatmatters.tables import TableError
 
 SCRIPT = Path(__file__).parents[1] / "figures" / "make_figures.py"
+SCORES = {"attn": [0.3, 0.1, 0.01], "mlp": [0.9, 0.1, 0.05], "block": [0.9, 0.2, 0.06]}
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("make_figures", SCRIPT)
+def load_script(name: str = "make_figures"):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_make_figures_draws_every_figure_from_records(tmp_path):
+def test_make_figures_draws_the_four_curves_both_modes_and_a_heatmap_naming_its_run(tmp_path):
     store = ResultsStore(tmp_path / "results")
-    scores = {"attn": [0.3, 0.1, 0.01], "mlp": [0.9, 0.1, 0.05], "block": [0.9, 0.2, 0.06]}
     for target in ("attn", "mlp", "block", "joint"):
         for n in (4, 8):
             for mode in ("one_shot", "iterative"):
-                store.put(record(target, n, 50.0 - n, mode=mode, key=f"{target}{n}{mode}", scores=scores))
+                store.put(record(target, n, 50.0 - n, mode=mode, key=f"{target}{n}{mode}", scores=SCORES))
     store.put(record("none", 0, 50.0, experiment=None, key="base"))
     written = load_script().main(tmp_path / "results", tmp_path / "figs")
     names = sorted(p.name for p in written)
     assert "heatmap_smollm2-135m.png" in names
-    for fig in ("drop_curves", "one_shot_vs_iterative", "speed", "sdr"):
-        for ext in ("png", "pdf"):
+    for fig in ("drop_curves", "drop_curves", "one_shot_vs_iterative", "speed", "sdr"):
+        for ext in ("png", "pdf", "csv"):
             assert f"{fig}_smollm2-135m_embedded.{ext}" in names
-    assert all(p.stat().st_size > 1000 for p in written)
+    assert "drop_curves_smollm2-135m_embedded_iterative.csv" in names  # iterative: a figure of its own
+    main = pd.read_csv(tmp_path / "figs" / "drop_curves_smollm2-135m_embedded.csv")
+    assert set(main.target) == {"attn", "mlp", "block", "joint"} and set(main["mode"]) == {"one_shot"}
+    attn = main[main.target == "attn"]
+    assert list(attn.n) == [0, 4, 8] and list(attn.Avg) == [50.0, 46.0, 42.0]
+    assert list(attn.key) == ["base", "attn4one_shot", "attn8one_shot"]
+    both = pd.read_csv(tmp_path / "figs" / "one_shot_vs_iterative_smollm2-135m_embedded.csv")
+    assert len(both[both.n > 0]) == 16 and set(both["mode"]) == {"one_shot", "iterative"}
+    ((stem, title, run),) = plots.heatmap_runs(store.records())
+    assert stem == "heatmap_smollm2-135m" and run.key in title and run.mode == "one_shot"
+
+
+def test_the_main_curve_holds_only_cosine_runs_and_each_ablation_gets_its_own(tmp_path, monkeypatch):
+    records = [record("none", 0, 50.0, experiment=None, key="base")]
+    for n, avg in ((3, 48.0), (8, 45.0)):
+        records.append(record("attn", n, avg, key=f"cos{n}"))
+        records.append(record("attn", n, avg - 20, key=f"rand{n}", criterion="random"))
+        no_residual = record("attn", n, avg - 30, key=f"nores{n}")
+        no_residual.method.remove_residual = True
+        records.append(no_residual)
+    drawn = {}
+    save = plots._save
+
+    def keep(fig, stem, data):
+        drawn[stem.name] = [xy for line in fig.axes[0].lines if (xy := line.get_xydata().tolist())]
+        return save(fig, stem, data)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    sets = {fs.name: fs for fs in plots.figure_sets(records)}
+    assert sorted(sets) == [
+        "smollm2-135m_embedded",
+        "smollm2-135m_embedded_no-residual",
+        "smollm2-135m_embedded_random",
+    ]
+    plots.drop_curves(sets["smollm2-135m_embedded"], tmp_path / "main")
+    assert drawn["main"] == [[[0.0, 50.0], [3.0, 48.0], [8.0, 45.0]]]  # one line: the cosine runs only
+    assert list(pd.read_csv(tmp_path / "main.csv").key) == ["base", "cos3", "cos8"]
+    plots.drop_curves(sets["smollm2-135m_embedded_no-residual"], tmp_path / "nores")
+    assert drawn["nores"] == [[[0.0, 50.0], [3.0, 18.0], [8.0, 15.0]]]
+
+
+def test_two_records_for_one_point_are_an_error_naming_both(tmp_path):
+    a, b = record("attn", 8, 45.0, key="a"), record("attn", 8, 40.0, key="b")
+    a.source, b.source = tmp_path / "a.json", tmp_path / "b.json"
+    with pytest.raises(TableError, match=r"a\.json.*b\.json"):
+        plots.figure_sets([a, b])
+
+
+def test_another_eval_limit_is_another_figure_with_its_own_baseline():
+    full = record("attn", 8, 45.0, key="full")
+    quick = record("attn", 8, 30.0, key="quick", config={"eval": {"limit": 20}})
+    base = record("none", 0, 50.0, key="base")
+    sets = plots.figure_sets([full, quick, base])
+    assert len(sets) == 2 and sets[0].name != sets[1].name
+    by_run = {fs.runs[0].key: fs for fs in sets}
+    assert by_run["full"].baseline.key == "base" and by_run["quick"].baseline is None
+    assert "setting" in by_run["quick"].title
+
+
+def test_speed_bars_draw_each_interval_and_the_csv_keeps_it(tmp_path):
+    run = record("attn", 8, 45.0, key="r")
+    run.speed = Speed(speedup={"generate": Interval(1.2, 1.1, 1.3)}, ideal_speedup=1.25, kv_ratio=0.7)
+    (fs,) = plots.figure_sets([run, record("none", 0, 50.0)])
+    plots.speed_bars(fs, tmp_path / "speed")
+    data = pd.read_csv(tmp_path / "speed.csv")
+    assert data[
+        ["key", "speedup", "speedup low", "speedup high", "ideal speedup", "KV ratio"]
+    ].values.tolist() == [["r", 1.2, 1.1, 1.3, 1.25, 0.7]]
 
 
 def test_redundancy_across_training_plots_each_checkpoint_and_refuses_mixed_models(tmp_path):
-    spec = importlib.util.spec_from_file_location("training", SCRIPT.with_name("training.py"))
-    training = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(training)
+    training = load_script("training")
     paths = []
     for i, meta in enumerate(({"random_init": True}, {"revision": "step-1000"}, {})):
         scores = Scores(
@@ -51,12 +119,16 @@ def test_redundancy_across_training_plots_each_checkpoint_and_refuses_mixed_mode
         scores.save(tmp_path / f"{i}.json")
         paths.append(tmp_path / f"{i}.json")
     written = training.main(paths, tmp_path / "figs")
-    assert sorted(p.name for p in written) == ["redundancy_training_m.pdf", "redundancy_training_m.png"]
-    assert [plots.checkpoint_label(Scores.load(p)) for p in paths] == [
-        "random init",
-        "step-1000",
-        "trained (final)",
+    assert sorted(p.name for p in written) == [
+        "redundancy_training_m.csv",
+        "redundancy_training_m.pdf",
+        "redundancy_training_m.png",
     ]
+    data = pd.read_csv(tmp_path / "figs" / "redundancy_training_m.csv")
+    attn = data[(data.kind == "attn") & (data.layer == 1)].set_index("checkpoint").score
+    assert attn.to_dict() == pytest.approx(
+        {"random init": 0.1, "step-1000": 0.05, "trained (final)": 0.1 / 3}
+    )
     Scores(attn=[0.1], mlp=[0.1], block=[0.1], meta={"model": "other"}).save(tmp_path / "other.json")
     with pytest.raises(SystemExit, match="one model only"):
         training.main([*paths, tmp_path / "other.json"], tmp_path / "figs")

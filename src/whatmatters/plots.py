@@ -1,34 +1,54 @@
-"""Figures drawn from saved results (never from a live model)."""
+"""Figures drawn from saved results (never from a live model), each with the data behind it as CSV.
+
+A figure holds records that agree on everything but its swept axis (`RunRecord.setting`): the drop
+curves of one setting sweep target and n; one-shot vs iterative also sweeps the mode. Ablations
+(another criterion, no residual, a span) and other settings (eval limit, data, dtype, seed, ...) get
+figures of their own, never a point of the main curve. Every point's record key is in the CSV.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.colors import LogNorm
 
-from whatmatters.scores import Scores
-from whatmatters.tables import method_label
+from whatmatters.io import atomic_write_text
+from whatmatters.results import RunRecord, base_setting, config_key, without
+from whatmatters.tables import method_label, unique_cells
+
+if TYPE_CHECKING:
+    from whatmatters.scores import Scores
 
 
-def importance_heatmap(scores: Scores, path: str | Path, title: str = "") -> Path:
-    """Layer x {block, attn, mlp} heatmap of importance (the paper's redundancy figure).
+def importance_heatmap(
+    scores: Scores | Mapping[str, list], path: str | Path, title: str = "", criterion: str | None = None
+) -> Path:
+    """Layer x {block, attn, mlp} heatmap of importance (the paper's redundancy figure), from a Scores or
+    a record's `scores`.
 
     Lighter = lower score = more redundant; dropped modules (NaN) are left blank. Log colour scale:
     layer 0 scores ~100x the middle layers and would otherwise wash out every other difference.
     """
+    kinds = (
+        scores if isinstance(scores, Mapping) else {k: getattr(scores, k) for k in ("block", "attn", "mlp")}
+    )
+    criterion = criterion or getattr(scores, "meta", {}).get("criterion", "cosine")
     table = pd.DataFrame(
-        {"Block": scores.block, "Attention": scores.attn, "MLP": scores.mlp},
-        index=pd.RangeIndex(scores.num_layers, name="layer"),
+        {name: kinds[k] for name, k in (("Block", "block"), ("Attention", "attn"), ("MLP", "mlp"))},
+        index=pd.RangeIndex(len(kinds["block"]), name="layer"),
+        dtype=float,
     ).T
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * scores.num_layers), 2.6))
-    label = f"importance ({scores.meta.get('criterion', 'cosine')})"
-    sns.heatmap(table, cmap="Blues", norm=LogNorm(), ax=ax, cbar_kws={"label": label})
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * table.shape[1]), 2.6))
+    sns.heatmap(table, cmap="Blues", norm=LogNorm(), ax=ax, cbar_kws={"label": f"importance ({criterion})"})
     ax.set_xlabel("layer")
     ax.set_ylabel("")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,90 +57,208 @@ def importance_heatmap(scores: Scores, path: str | Path, title: str = "") -> Pat
     return path
 
 
-def _records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record: what the curves and bars plot."""
-    rows = []
+# The setting fields the importance scores depend on (not the eval, the speed job or the method).
+SCORE_FIELDS = ("model", "model.", "data.", "seed", "quant.", "criterion")
+
+
+def heatmap_runs(records: Iterable[RunRecord]) -> list[tuple[str, str, RunRecord]]:
+    """(file stem, title, record) per scoring setting: the original model's one-shot scores, drawn from one
+    named run. Runs of one scoring setting hold the same (cached) scores; if two disagree, that is an
+    error naming both."""
+    groups: dict[str, list[RunRecord]] = {}
     for r in records:
-        speed = r.get("speed") or {}
+        setting = r.setting()
+        if r.scores and r.mode == "one_shot" and not any(k.startswith("method.") for k in setting):
+            scoring = {k: v for k, v in setting.items() if k.startswith(SCORE_FIELDS)}
+            groups.setdefault(config_key(scoring), []).append(r)
+    out = []
+    for group_key, runs in groups.items():
+        runs.sort(key=lambda r: r.key)
+        if other := next((r for r in runs if r.scores != runs[0].scores), None):
+            raise ValueError(f"One scoring setting, two sets of scores: {runs[0].where} and {other.where}")
+        r = runs[0]
+        data = r.config.get("data") or {}
+        criterion = r.criterion or "cosine"
+        name = f"heatmap_{r.model}" + ("" if criterion == "cosine" else f"_{criterion}")
+        title = (
+            f"{r.model}: {criterion} importance, data {data.get('source')} {data.get('n')} x "
+            f"{data.get('seq_len')} (run {r.key})"
+        )
+        out.append([name, title, r, group_key])
+    names = [o[0] for o in out]
+    return [(n if names.count(n) == 1 else f"{n}_{k[:6]}", t, r) for n, t, r, k in out]
+
+
+@dataclass
+class FigureSet:
+    """The records of one figure: one setting (less its swept fields) and that setting's baseline."""
+
+    name: str  # file-name stem part: model, suite, variant, and a setting hash where names would collide
+    title: str
+    setting: dict[str, Any]
+    runs: list[RunRecord]
+    baseline: RunRecord | None
+
+
+def _variant(setting: dict[str, Any]) -> list[str]:
+    """How a setting's method switches read in names: criterion, no-residual, span, iterative, ..."""
+    words = [] if setting.get("criterion", "cosine") == "cosine" else [setting["criterion"]]
+    for name, value in setting.items():
+        if name == "method.remove_residual":
+            words.append("no-residual")
+        elif name == "method.consecutive":
+            words.append("span")
+        elif name.startswith("method."):
+            words.append(f"{name.removeprefix('method.')}-{value}")
+    return words + ([setting["mode"]] if setting.get("mode", "one_shot") != "one_shot" else [])
+
+
+def figure_sets(records: Iterable[RunRecord], swept: tuple[str, ...] = ()) -> list[FigureSet]:
+    """Pruned runs grouped by setting (less `swept`), each with its baseline; a cell (target, n and the
+    swept fields) claimed by two records is an error naming both."""
+    records = list(records)
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if not r.is_baseline:
+            groups.setdefault(config_key(without(r.setting(), swept)), []).append(r)
+    sets = []
+    for runs in groups.values():
+        setting = without(runs[0].setting(), swept)
+        shared = base_setting(setting)
+        bases = [r for r in records if r.is_baseline and r.setting() == shared]
+        what = f"figure of {setting}"
+        unique_cells(bases, method_label, what)
+        unique_cells(runs, lambda r: (method_label(r), *(r.setting().get(s) for s in swept)), what)
+        name = "_".join([runs[0].model, runs[0].eval.suite, *_variant(setting)])
+        title = " ".join([f"{runs[0].model} ({runs[0].eval.suite} suite)", *_variant(setting)])
+        sets.append(FigureSet(name, title, setting, runs, bases[0] if bases else None))
+    names = [s.name for s in sets]
+    for s in sets:  # same model, suite and variant but another setting (limit, data, dtype...): say which
+        if names.count(s.name) > 1:
+            s.name += f"_{config_key(s.setting)[:6]}"
+            s.title += f" [setting {config_key(s.setting)[:6]}]"
+    return sorted(sets, key=lambda s: s.name)
+
+
+def points(fs: FigureSet) -> pd.DataFrame:
+    """One row per record of a figure set, the baseline (n = 0) first: what the figures plot."""
+    rows = []
+    for r in ([fs.baseline] if fs.baseline else []) + sorted(
+        fs.runs, key=lambda r: (r.method.target, r.dropped)
+    ):
+        speed = r.speed
+        generate = speed.speedup.get("generate") if speed else None
         rows.append(
             {
+                "key": r.key,
                 "method": method_label(r),
-                "target": r["method"]["target"],
-                "n": r["dropped"],
-                "mode": r.get("mode", "one_shot"),
-                "Avg": r["eval"]["avg"],
-                "speedup": speed.get("speedup"),
-                "KV ratio": speed.get("kv_ratio"),
-                "SDR": r.get("sdr"),
+                "target": r.method.target,
+                "n": r.dropped,
+                "mode": r.mode or "one_shot",
+                "Avg": r.eval.avg,
+                "Avg stderr": r.eval.avg_stderr,
+                "speedup": generate.median if generate else None,
+                "speedup low": generate.low if generate else None,
+                "speedup high": generate.high if generate else None,
+                "ideal speedup": speed.ideal_speedup if speed else None,
+                "KV ratio": speed.kv_ratio if speed else None,
+                "SDR": r.sdr.value if r.sdr else None,
+                "SDR low": r.sdr.low if r.sdr else None,
+                "SDR high": r.sdr.high if r.sdr else None,
+                "SDR undefined": r.sdr.reason if r.sdr and r.sdr.value is None else None,
             }
         )
     return pd.DataFrame(rows)
 
 
-def _save(fig: plt.Figure, stem: Path) -> list[Path]:
+def _save(fig: plt.Figure, stem: Path, data: pd.DataFrame) -> list[Path]:
+    """PNG, PDF and the CSV of exactly the numbers drawn (with each point's record key)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
         fig.savefig(path, dpi=150)
     plt.close(fig)
-    return paths
+    atomic_write_text(stem.with_suffix(".csv"), data.to_csv(index=False))
+    return [*paths, stem.with_suffix(".csv")]
 
 
-def _with_baseline(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every curve starts at the unpruned baseline (n = 0)."""
+def _curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every curve (target, mode) starts at the unpruned baseline (n = 0), the same record for each."""
     base = frame[frame.target == "none"]
-    curves = [frame[frame.target != "none"]]
-    for target in frame.target.unique():
-        if target != "none":
-            for mode in frame[frame.target == target]["mode"].unique():
-                curves.append(base.assign(target=target, mode=mode))
-    return pd.concat(curves, ignore_index=True).sort_values("n")
+    runs = frame[frame.target != "none"]
+    curves = [runs] + [
+        base.assign(target=t, mode=m) for t, m in runs[["target", "mode"]].drop_duplicates().values
+    ]
+    return pd.concat(curves, ignore_index=True).sort_values(["target", "mode", "n"], ignore_index=True)
 
 
-def drop_curves(records: list[dict], stem: Path, title: str) -> list[Path]:
-    """Average accuracy vs number dropped, one line per target (one-shot): the paper's drop curves."""
-    frame = _with_baseline(_records_frame(records))
-    frame = frame[frame["mode"] == "one_shot"]
+def _lines(frame: pd.DataFrame, stem: Path, title: str, style: str | None) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(frame, x="n", y="Avg", hue="target", marker="o", ax=ax)
-    ax.set(xlabel="modules dropped", ylabel="average accuracy", title=title)
+    # estimator=None: each cell is one record (figure_sets guarantees it), drawn as is, never averaged.
+    sns.lineplot(frame, x="n", y="Avg", hue="target", style=style, marker="o", estimator=None, ax=ax)
+    ax.set(xlabel="modules dropped", ylabel="average accuracy (%)")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, stem)
+    return _save(fig, stem, frame)
 
 
-def one_shot_vs_iterative(records: list[dict], stem: Path, title: str) -> list[Path]:
+def drop_curves(fs: FigureSet, stem: Path) -> list[Path]:
+    """Average accuracy vs number dropped, one line per target: the paper's drop curves."""
+    return _lines(_curves(points(fs)), stem, fs.title, style=None)
+
+
+def one_shot_vs_iterative(fs: FigureSet, stem: Path) -> list[Path]:
     """Average accuracy vs number dropped, one-shot (solid) vs iterative (dashed), per target."""
-    frame = _with_baseline(_records_frame(records))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(frame, x="n", y="Avg", hue="target", style="mode", marker="o", ax=ax)
-    ax.set(xlabel="modules dropped", ylabel="average accuracy", title=title)
-    fig.tight_layout()
-    return _save(fig, stem)
+    return _lines(_curves(points(fs)), stem, fs.title, style="mode")
 
 
-def speed_bars(records: list[dict], stem: Path, title: str) -> list[Path]:
-    """Speedup and KV-cache ratio per method: what each drop buys."""
-    frame = _records_frame(records)
-    frame = frame[(frame.target != "none") & frame.speedup.notna()].sort_values(["target", "mode", "n"])
-    long = frame.melt(id_vars="method", value_vars=["speedup", "KV ratio"], var_name="measure")
+def speed_bars(fs: FigureSet, stem: Path) -> list[Path]:
+    """Speedup (with its 95% interval where measured, the ideal as a tick) and KV-cache ratio per method."""
+    frame = points(fs)
+    frame = frame[(frame.target != "none") & frame.speedup.notna()].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(frame)), 4))
-    sns.barplot(long, x="method", y="value", hue="measure", ax=ax)
+    x = range(len(frame))
+    err = [
+        (frame.speedup - frame["speedup low"]).fillna(0),
+        (frame["speedup high"] - frame.speedup).fillna(0),
+    ]
+    ax.bar([i - 0.2 for i in x], frame.speedup, width=0.4, yerr=err, capsize=3, label="speedup")
+    ax.bar([i + 0.2 for i in x], frame["KV ratio"], width=0.4, label="KV ratio")
+    ax.scatter(
+        [i - 0.2 for i in x], frame["ideal speedup"], marker="_", s=200, color="k", label="ideal speedup"
+    )
     ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set(xlabel="", ylabel="x original", title=title)
-    ax.tick_params(axis="x", rotation=45)
+    ax.set_xticks(list(x), frame.method, rotation=45, ha="right")
+    ax.set(ylabel="x original")
+    ax.set_title(fs.title, fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, stem)
+    return _save(fig, stem, frame)
 
 
-def sdr_vs_speedup(records: list[dict], stem: Path, title: str) -> list[Path]:
-    """SDR against speedup: lower SDR = less accuracy lost per point of speedup."""
-    frame = _records_frame(records).dropna(subset=["SDR", "speedup"])
+def sdr_vs_speedup(fs: FigureSet, stem: Path) -> list[Path]:
+    """SDR against speedup, with intervals: lower SDR = less accuracy lost per point of speedup. Runs
+    whose SDR is undefined are in the CSV with the reason, not on the plot."""
+    frame = points(fs)
+    frame = frame[frame.target != "none"].reset_index(drop=True)
+    shown = frame.dropna(subset=["SDR", "speedup"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.scatterplot(frame, x="speedup", y="SDR", hue="target", style="mode", s=60, ax=ax)
+    for (target, mode), part in shown.groupby(["target", "mode"]):
+        xerr = [
+            (part.speedup - part["speedup low"]).fillna(0),
+            (part["speedup high"] - part.speedup).fillna(0),
+        ]
+        yerr = [(part.SDR - part["SDR low"]).fillna(0), (part["SDR high"] - part.SDR).fillna(0)]
+        ax.errorbar(
+            part.speedup, part.SDR, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=f"{target} {mode}"
+        )
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set(xlabel="speedup (x)", ylabel="SDR (points lost per point of speedup)", title=title)
+    ax.set(xlabel="speedup (x)", ylabel="SDR (points lost per point of speedup)")
+    ax.set_title(fs.title, fontsize=9)
+    if len(shown):
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, stem)
+    return _save(fig, stem, frame)
 
 
 def checkpoint_label(scores: Scores) -> str:
@@ -142,8 +280,9 @@ def redundancy_across_training(runs: list[Scores], stem: Path, title: str) -> li
         for kind in ("attn", "mlp", "block")
         for layer, value in enumerate(getattr(s, kind))
     ]
+    data = pd.DataFrame(rows)
     grid = sns.relplot(
-        pd.DataFrame(rows),
+        data,
         x="layer",
         y="score",
         hue="checkpoint",
@@ -157,4 +296,4 @@ def redundancy_across_training(runs: list[Scores], stem: Path, title: str) -> li
     grid.set(yscale="log", ylabel="1 - cos(X, Y)")
     grid.figure.suptitle(title)
     grid.figure.tight_layout()
-    return _save(grid.figure, stem)
+    return _save(grid.figure, stem, data)

@@ -224,9 +224,33 @@ def build_table(
         if paper_table:
             row |= _paper_columns(refs[r.key], paper_table)
         rows.append(row | {"key": r.key})
-    frame = pd.DataFrame(rows).dropna(axis="columns", how="all")
+    frame = pd.DataFrame(rows)
+    frame = frame[sorted(frame.columns, key=_column_rank)]
+    # A column with no value at all goes, unless its flag says why (SDR undefined in every row).
+    empty = [c for c in frame if frame[c].isna().all() and frame.get(f"{c} flag", frame[c]).isna().all()]
+    frame = frame.drop(columns=empty)
     frame.attrs["notes"] = _notes(chosen, paper_table)
     return frame
+
+
+HELPERS = (" ±", " low", " high", " flag")  # columns that qualify the one they follow
+COLUMN_ORDER = ("model", "method", "", "Avg", "ΔAvg", "speedup", "prefill speedup", "decode speedup")
+COLUMN_ORDER += (
+    "ideal speedup",
+    "KV ratio",
+    "SDR",
+    "paper row",
+    "paper Avg",
+    "paper speedup",
+    "paper SDR",
+    "key",
+)
+
+
+def _column_rank(column: str) -> int:
+    """Fixed column order (task columns where "" stands), each helper right after its column."""
+    base = next((column.removesuffix(h) for h in HELPERS if column.endswith(h)), column)
+    return COLUMN_ORDER.index(base) if base in COLUMN_ORDER else COLUMN_ORDER.index("")
 
 
 def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
@@ -300,8 +324,7 @@ def _nan(value: Any) -> bool:
 
 def display(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame as a reader sees it: stderrs, intervals and flags folded into the cell they qualify."""
-    helpers = (" ±", " low", " high", " flag")
-    shown = [c for c in frame.columns if not c.endswith(helpers)]
+    shown = [c for c in frame.columns if not c.endswith(HELPERS)]
     frame = frame.reset_index(drop=True)
     return pd.DataFrame({c: [_cell(frame, i, c) for i in range(len(frame))] for c in shown})
 
