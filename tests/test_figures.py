@@ -67,7 +67,10 @@ def test_the_main_curve_holds_only_cosine_runs_and_each_ablation_gets_its_own(tm
         return save(fig, stem, data)
 
     monkeypatch.setattr(plots, "_save", keep)
-    sets = {fs.name: fs for fs in plots.figure_sets(records)}
+    store = ResultsStore(tmp_path / "results")
+    for r in records:
+        store.put(r)
+    sets = {fs.name: fs for fs in plots.figure_sets(store.records())}
     assert sorted(sets) == [
         "smollm2-135m_embedded",
         "smollm2-135m_embedded_no-residual",
