@@ -139,10 +139,13 @@ def test_speedup_shows_its_interval_and_a_speedup_above_ideal_is_flagged():
     fast.speed = Speed(
         speedup={"generate": Interval(1.25, 1.20, 1.30), "prefill": Interval(1.1, 1.0, 1.2)},
         ideal_speedup=1.11,
+        exceeds_ideal=True,  # the timing code's flag (metrics.exceeds_ideal), shown as it is
     )
     fast.sdr = Sdr(value=None, reason="the speedup interval includes 1")
     fine = record("attn", 15, 40.0, key="fine")
-    fine.speed = Speed(speedup={"generate": Interval(1.05, 1.02, 1.08)}, ideal_speedup=1.11)
+    fine.speed = Speed(
+        speedup={"generate": Interval(1.05, 1.02, 1.08)}, ideal_speedup=1.11, exceeds_ideal=False
+    )
     fine.sdr = Sdr(value=2.0, low=1.5, high=3.0)
     shown = display(build_table([fast, fine], "table2", "smollm2-135m", "embedded"))
     assert list(shown["speedup"]) == ["1.25 [1.2, 1.3] > ideal 1.11", "1.05 [1.02, 1.08]"]
@@ -150,3 +153,7 @@ def test_speedup_shows_its_interval_and_a_speedup_above_ideal_is_flagged():
     assert list(shown["SDR"]) == ["undefined: the speedup interval includes 1", "2 [1.5, 3]"]
     old = display(build_table([record("attn", 8, 45.0)], "table2", "smollm2-135m", "embedded"))
     assert list(old["speedup"]) == ["1.08"]  # a schema-1 record: its one number, no interval
+    untimed = record("attn", 8, 45.0)
+    untimed.speed = Speed.from_dict({"speedup": {"generate": None}, "not_timed": "no int4 kernel on cpu"})
+    shown = display(build_table([untimed], "table2", "smollm2-135m", "embedded"))
+    assert list(shown["speedup"]) == ["not timed: no int4 kernel on cpu"]

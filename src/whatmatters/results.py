@@ -140,8 +140,9 @@ _SCALAR_SPEEDUPS = {"speedup": "generate", "speedup_prefill": "prefill", "speedu
 class Speed:
     """Speedup per phase (generate, prefill, decode) of the pruned model over the original, same job."""
 
-    speedup: dict[str, Interval]
+    speedup: dict[str, Interval]  # a phase the job did not time is absent
     ideal_speedup: float | None = None
+    exceeds_ideal: bool | None = None  # realized above ideal beyond the interval: a timing fault
     kv_ratio: float | None = None
     job: dict | None = None
     original: dict | None = None
@@ -153,7 +154,7 @@ class Speed:
         data = dict(data)
         speedup = data.pop("speedup", None)
         if isinstance(speedup, Mapping):
-            phases = {phase: Interval.from_value(v) for phase, v in speedup.items()}
+            phases = {phase: Interval.from_value(v) for phase, v in speedup.items() if v is not None}
         else:  # schema 1: scalars under speedup, speedup_prefill, speedup_decode
             scalars = {"speedup": speedup} | {k: data.pop(k, None) for k in list(_SCALAR_SPEEDUPS)[1:]}
             phases = {_SCALAR_SPEEDUPS[k]: Interval(float(v)) for k, v in scalars.items() if v is not None}

@@ -129,7 +129,7 @@ def select(
 
 def _speed_columns(r: RunRecord) -> dict[str, Any]:
     """Speedup per phase as median and 95% interval (a schema-1 record has the median only), flagged when
-    even the interval's low end beats what the plan can gain at most: a timing fault, not a result."""
+    it beats what the plan can gain at most beyond its interval: a timing fault, not a result."""
     row: dict[str, Any] = {}
     speed = r.speed
     if speed is None:
@@ -141,11 +141,11 @@ def _speed_columns(r: RunRecord) -> dict[str, Any]:
         row |= {col: iv.median, f"{col} low": iv.low, f"{col} high": iv.high}
     ideal, generate = speed.ideal_speedup, speed.speedup.get("generate")
     if ideal is not None and generate is not None:
-        row["ideal speedup"] = ideal
-        floor = generate.low if generate.has_interval else generate.median
-        row["speedup flag"] = f"> ideal {ideal:.3g}" if floor > ideal * (1 + 1e-9) else None
-    if speed.extra.get("not_timed"):  # a quantization scheme without a kernel on that device (quant.untimed)
-        row |= {"speedup": None, "speedup flag": "not timed: no kernel"}
+        # Schema-1 records carry no flag and no interval: their one number is compared as it is.
+        exceeds = speed.exceeds_ideal if speed.exceeds_ideal is not None else generate.median > ideal
+        row |= {"ideal speedup": ideal, "speedup flag": f"> ideal {ideal:.3g}" if exceeds else None}
+    if reason := speed.extra.get("not_timed"):  # a quantization scheme without a kernel on that device
+        row |= {"speedup": None, "speedup flag": f"not timed: {reason}"}
     row["KV ratio"] = speed.kv_ratio
     row["KV MiB"] = (speed.pruned or {}).get("kv_cache_bytes", math.nan) / 2**20
     return row
@@ -304,10 +304,10 @@ def _cell(frame: pd.DataFrame, row: int, col: str) -> str:
 
     value, flag = frame.at[row, col], helper(" flag")
     flag = flag if isinstance(flag, str) else None
-    if not pd.api.types.is_number(value):
-        return "--" if value is None else str(value)
-    if math.isnan(value):
+    if _nan(value):
         return flag or "--"
+    if not pd.api.types.is_number(value):
+        return str(value)
     sign = "+" if col == "ΔAvg" else ""
     if not _nan(se := helper(" ±")):
         text = f"{value:{sign}.1f} ± {se:.1f}"
