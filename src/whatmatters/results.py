@@ -37,10 +37,12 @@ def config_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _split(cls: type, data: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The keys `cls` declares, and the rest (kept in its `extra`, so unknown fields survive a rewrite)."""
+def _parse(cls: type, data: Mapping[str, Any], **parsed: Any) -> Any:
+    """`cls` from the keys of `data` it declares (those in `parsed` given already parsed); the other keys go
+    to its `extra`, so a field another version added survives a rewrite."""
     names = {f.name for f in fields(cls)} - {"extra"}
-    return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+    known = {k: v for k, v in data.items() if k in names}
+    return cls(**known | parsed, extra={k: v for k, v in data.items() if k not in names})
 
 
 _UNSTORED = ("extra", "source")  # merged back at its level / where a record was read from
@@ -84,9 +86,7 @@ class TaskResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
-        known, extra = _split(cls, data)
-        docs = known.pop("docs", None)
-        return cls(**known, docs=Docs(**docs) if docs else None, extra=extra)
+        return _parse(cls, data, docs=Docs(**data["docs"]) if data.get("docs") else None)
 
 
 @dataclass
@@ -103,9 +103,7 @@ class EvalResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
-        known, extra = _split(cls, data)
-        tasks = {name: TaskResult.from_dict(t) for name, t in known.pop("tasks").items()}
-        return cls(**known, tasks=tasks, extra=extra)
+        return _parse(cls, data, tasks={name: TaskResult.from_dict(t) for name, t in data["tasks"].items()})
 
 
 @dataclass
@@ -121,10 +119,7 @@ class Interval:
 
     @classmethod
     def from_value(cls, value: float | Mapping[str, Any]) -> Interval:
-        if isinstance(value, Mapping):
-            known, extra = _split(cls, value)
-            return cls(**known, extra=extra)
-        return cls(median=float(value))
+        return _parse(cls, value) if isinstance(value, Mapping) else cls(median=float(value))
 
     @property
     def has_interval(self) -> bool:
@@ -158,8 +153,7 @@ class Speed:
         else:  # schema 1: scalars under speedup, speedup_prefill, speedup_decode
             scalars = {"speedup": speedup} | {k: data.pop(k, None) for k in list(_SCALAR_SPEEDUPS)[1:]}
             phases = {_SCALAR_SPEEDUPS[k]: Interval(float(v)) for k, v in scalars.items() if v is not None}
-        known, extra = _split(cls, data)
-        return cls(speedup=phases, **known, extra=extra)
+        return _parse(cls, data, speedup=phases)
 
 
 @dataclass
@@ -176,10 +170,7 @@ class Sdr:
     def from_value(cls, value: float | Mapping[str, Any] | None) -> Sdr | None:
         if value is None:
             return None
-        if isinstance(value, Mapping):
-            known, extra = _split(cls, value)
-            return cls(**known, extra=extra)
-        return cls(value=float(value))
+        return _parse(cls, value) if isinstance(value, Mapping) else cls(value=float(value))
 
 
 @dataclass
@@ -195,8 +186,7 @@ class Method:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Method:
-        known, extra = _split(cls, data)
-        return cls(**known, extra=extra)
+        return _parse(cls, data)
 
 
 # The parts of a setting a baseline has too; the others (data, criterion, mode, method switches) belong
@@ -248,16 +238,17 @@ class RunRecord:
                 f"{where}: record schema {schema!r}, this version reads {READABLE_SCHEMAS}; "
                 "re-run that config to refresh it (the file is left in place)"
             )
-        known, extra = _split(cls, {k: v for k, v in data.items() if k != "source"})
         try:
-            known |= {
-                "method": Method.from_dict(known["method"]),
-                "eval": EvalResult.from_dict(known["eval"]),
-                "speed": Speed.from_dict(known["speed"]) if known.get("speed") else None,
-                "sdr": Sdr.from_value(known.get("sdr")),
-                "schema": SCHEMA,
-            }
-            return cls(**known, extra=extra, source=source)
+            return _parse(
+                cls,
+                {k: v for k, v in data.items() if k != "source"},
+                method=Method.from_dict(data["method"]),
+                eval=EvalResult.from_dict(data["eval"]),
+                speed=Speed.from_dict(data["speed"]) if data.get("speed") else None,
+                sdr=Sdr.from_value(data.get("sdr")),
+                schema=SCHEMA,
+                source=source,
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise RecordError(
                 f"{where}: not a valid run record ({type(err).__name__}: {err}); re-run that config"
