@@ -1,4 +1,4 @@
-"""Accuracy with lm-eval: the embedded suite on tiny models, its reproducible build, and clear errors."""
+"""Accuracy with lm-eval: the proxy smoke suite on tiny models, its reproducible build, and clear errors."""
 
 from __future__ import annotations
 
@@ -102,14 +102,14 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
 
-def test_paper_suite_offline_fails_fast_and_clearly(offline):
+def test_hub_source_offline_fails_fast_and_clearly(offline):
     start = time.perf_counter()
-    with pytest.raises(ev.EvalError, match="paper suite needs network access or a local HF datasets cache"):
-        ev.check_suite({"suite": "paper"})
+    with pytest.raises(ev.EvalError, match="eval.source=hub needs network access or a local HF datasets"):
+        ev.check_suite({"suite": "paper", "source": "hub"})
     assert time.perf_counter() - start < 60  # the task index (~7 s) and one failed dataset lookup
 
 
-def test_paper_suite_with_the_hub_out_of_reach_fails_before_indexing_tasks(monkeypatch):
+def test_hub_source_with_the_hub_out_of_reach_fails_before_indexing_tasks(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
 
     def unreachable(*args, **kwargs):
@@ -117,12 +117,32 @@ def test_paper_suite_with_the_hub_out_of_reach_fails_before_indexing_tasks(monke
 
     monkeypatch.setattr(urllib.request, "urlopen", unreachable)
     start = time.perf_counter()
-    with pytest.raises(ev.EvalError, match="use eval=embedded offline.*HF_DATASETS_OFFLINE=1"):
-        ev.check_suite({"suite": "paper_table2"})
+    with pytest.raises(ev.EvalError, match="use eval.source=offline.*HF_DATASETS_OFFLINE=1"):
+        ev.check_suite({"suite": "paper_table2", "source": "hub"})
     assert time.perf_counter() - start < 5
 
 
 @pytest.mark.parametrize("path", sorted(EVAL_CONF.glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_eval_config_names_a_registered_suite(path):
+def test_every_eval_config_names_a_registered_suite_and_valid_options(path):
     cfg = OmegaConf.load(path)
-    assert ev.task_specs(cfg.suite) and {"limit", "batch_size"} <= set(cfg)
+    assert ev.task_specs(cfg.suite) and {"source", "limit", "sample", "fewshot", "batch_size"} <= set(cfg)
+    ev.check_options(cfg.source, cfg.limit, cfg.sample, cfg.fewshot)
+    # The proxies never stand in for the paper's tasks: only the smoke suite runs them.
+    assert all(s.proxy for s in ev.task_specs(cfg.suite)) == (path.stem == "embedded")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("cloud", None, None, "sampled"), r"eval.source='cloud' is not valid: use offline .* or hub"),
+        (("offline", 0, None, "sampled"), r"eval.limit=0 is not valid: use a whole number >= 1"),
+        (("offline", 2.5, None, "sampled"), r"eval.limit=2.5 is not valid"),
+        (("offline", None, 0, "sampled"), r"eval.sample=0 is not valid: use a whole number of docs per task"),
+        (("offline", 5, 10, "sampled"), r"eval.limit=5 and eval.sample=10 both select docs: set one .* null"),
+        (("offline", None, None, "random"), r"eval.fewshot='random' is not valid: use sampled .* or fixed"),
+        (("hub", None, None, "fixed"), r"eval.fewshot=fixed .*: set eval.source=offline"),
+    ],
+)
+def test_bad_eval_options_are_rejected_with_the_field_value_and_fix(options, message):
+    with pytest.raises(ev.EvalError, match=message):
+        ev.check_options(*options)
