@@ -190,3 +190,16 @@ def test_table11_holds_both_precisions_with_their_baselines_beside_the_papers_ro
     # A scheme the paper did not run gets no paper row rather than the full-precision one.
     frame = build_table(runs, "table11", "smollm2-135m", "embedded").set_index("method")
     assert pd.isna(frame.loc["Attn-4 w8a8", "paper row"])
+
+
+def test_score_stability_scores_one_model_before_and_after_quantizing_it():
+    from whatmatters.quant import score_stability
+
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
+    model = _model()
+    result = score_stability(model, ids, QuantSpec("int8"), attn_n=[2], progress=False)
+    assert _quantized_weights(model) == 4 * 7  # the model was quantized in place for the second pass
+    assert result["full"]["attn"] != result["quantized"]["attn"]  # quantization moved the scores a little
+    assert result["kendall_tau"]["block"] > 0.5 and result["attn_plans"][0]["n"] == 2
+    with pytest.raises(ValueError, match="quant.scheme=none"):
+        score_stability(_model(), ids, QuantSpec(), attn_n=[2])

@@ -48,7 +48,7 @@ from transformers.quantizers.quantizer_torchao import TorchAoHfQuantizer
 from whatmatters import speed
 from whatmatters.adapters import adapter_for
 from whatmatters.plans import make_plan
-from whatmatters.scores import Scores
+from whatmatters.scores import Scores, compute_scores
 
 ORDERS = ("drop_then_quant", "quant_then_drop")
 
@@ -221,3 +221,48 @@ def compare_scores(full: Scores, quantized: Scores, attn_n: Sequence[int]) -> di
         a, b = (sorted(make_plan(s, "attn", n=n).attn) for s in (full, quantized))
         plans.append({"n": n, "full": a, "quantized": b, "overlap": len(set(a) & set(b))})
     return {"kendall_tau": tau, "attn_plans": plans}
+
+
+def score_stability(
+    model: PreTrainedModel, ids: torch.Tensor, spec: QuantSpec, attn_n: Sequence[int], **score_kwargs
+) -> dict:
+    """Score `model` in full precision, quantize it with `spec` (in place), score it again, compare.
+
+    The same calibration ids and scorer settings (`score_kwargs`, see `compute_scores`) for both passes.
+    """
+    if not spec.enabled:
+        raise ValueError(
+            "quant.scheme=none: choose a scheme to compare with full precision (e.g. quant=int4)"
+        )
+    full = compute_scores(model, ids, angular=False, **score_kwargs)
+    quantized = compute_scores(quantize(model, spec), ids, angular=False, **score_kwargs)
+    out = compare_scores(full, quantized, attn_n)
+    lists = {
+        name: {k: getattr(s, k) for k in ("attn", "mlp", "block")}
+        for name, s in (("full", full), ("quantized", quantized))
+    }
+    return out | {"scheme": spec.scheme, "group_size": spec.group_size} | lists
+
+
+def stability_markdown(result: dict, title: str) -> str:
+    """The score-stability result as a short markdown report (tau per kind, Attn-n plans side by side)."""
+    taus = result["kendall_tau"]
+    lines = [
+        f"# {title}",
+        "",
+        "Kendall tau between the per-layer importance rankings of the full-precision and the quantized "
+        "model (1 = same order), and the attention layers a one-shot Attn-n plan drops under each.",
+        "",
+        "| kind | Kendall tau |",
+        "| --- | ---: |",
+        *(f"| {kind} | {tau:.3f} |" for kind, tau in taus.items()),
+        "",
+        "| n | full precision drops | quantized drops | shared |",
+        "| ---: | --- | --- | ---: |",
+        *(
+            f"| {p['n']} | {p['full']} | {p['quantized']} | {p['overlap']}/{p['n']} |"
+            for p in result["attn_plans"]
+        ),
+        "",
+    ]
+    return "\n".join(lines)
