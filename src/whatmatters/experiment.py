@@ -78,11 +78,13 @@ def _record(cfg: DictConfig, key: str, **fields) -> dict:
 
 
 def _accuracy(model, tokenizer, cfg: DictConfig) -> dict:
-    """lm-eval scores as a record stores them: suite name, per-task value and stderr, average."""
+    """lm-eval scores as a record stores them: suite, doc protocol, average, and per task its value, stderr,
+    n, chance level, data note and per-doc values (for paired differences against the baseline)."""
     out = evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed)
     suite = cfg.eval.suite if isinstance(cfg.eval.suite, str) else "+".join(cfg.eval.suite)
     tasks = {name: r for name, r in out.items() if isinstance(r, dict) and "value" in r}
-    return {"suite": suite, "tasks": tasks, "avg": out["avg"], "avg_stderr": out["avg_stderr"]}
+    keep = ("avg", "avg_stderr", "limit", "protocol")
+    return {"suite": suite, "tasks": tasks, **{k: out[k] for k in keep}}
 
 
 def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
