@@ -71,6 +71,22 @@ reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / 
 	$(SWEEP) experiment=table7
 	$(TABLE) table7
 
+# Table 11's eval: the paper's four tasks offline (paper_table11) once conf/eval/paper_table11.yaml exists, else
+# the embedded proxies; EVAL=... overrides it. On paper_table11 a seeded sample of T11_DOCS docs per task, the
+# same for every row (ARC-C 25-shot and HellaSwag 10-shot read 1-2k tokens per answer choice); T11_DOCS= for all.
+EVAL11 ?= $(if $(wildcard conf/eval/paper_table11.yaml),paper_table11,embedded)
+T11_DOCS ?= 20
+EVAL11_ARGS ?= $(if $(and $(filter paper_table11,$(EVAL)),$(T11_DOCS)),eval.sample=$(T11_DOCS))
+.PHONY: reproduce-table11 quant-scores
+reproduce-table11: EVAL = $(EVAL11)
+reproduce-table11: $(STAMP)  ## Table 11 (attention drop 4, 8 of 30, without / with int4 weights) for MODEL -> figures/table11*
+	$(SWEEP) experiment=table11 $(EVAL11_ARGS)
+	$(TABLE) table11
+
+quant-scores: $(STAMP)  ## Do scores survive quantization? MODEL scored full precision vs int4 / int8 -> figures/quant_scores_*
+	$(PY) experiments/quant_scores.py model=$(MODEL) quant=int4
+	$(PY) experiments/quant_scores.py model=$(MODEL) quant=int8
+
 figures: $(STAMP)  ## Every figure from the results store, no model run (figures/make_figures.py)
 	$(PY) figures/make_figures.py
 
