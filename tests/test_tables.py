@@ -84,6 +84,7 @@ def test_written_files_carry_notes_keys_and_folded_cells(tmp_path):
         "published numbers" in text and "wm_cloze 25%" in text and "Eval protocol: all docs, 0-shot" in text
     )
     assert "| 48.0 ± 1.0 " in text  # the score with its stderr in one cell
+    assert "Avg = mean of wm_cloze in %, measured here on the embedded suite" in text
     assert pd.read_csv(csv)["key"].tolist() == ["none0", "attn8"]
     assert "\\begin{tabular}" in tex.read_text()
 

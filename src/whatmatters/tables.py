@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from whatmatters.evaluate import ACCURACY_METRICS
 from whatmatters.io import atomic_write_text
 from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import TABLES, TARGET_LABELS, PaperRow, paper_row
@@ -270,8 +271,11 @@ def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
         + ", ".join(f"{t} {chance[t]:.3g}%" if t in chance else f"{t} not recorded" for t in tasks)
         + " (perplexity has none and is not in Avg)."
     )
+    accuracy = {t for r in chosen for t, res in r.eval.tasks.items() if res.metric in ACCURACY_METRICS}
+    averaged = ", ".join(t for t in tasks if t in accuracy)
     notes += [
-        "`±` after a score = lm-eval standard error; Avg = mean of the accuracy tasks (%).",
+        f"`±` after a score = lm-eval standard error. Avg = mean of {averaged} in %, measured here on the "
+        f"{chosen[0].eval.suite} suite: not the paper's tasks or models.",
         "ΔAvg = pruned minus baseline on the same docs, ± its paired standard error (per-doc differences; "
         "tasks combined in quadrature); `unpaired` = a record without per-doc values, plain difference, "
         "no SE.",
