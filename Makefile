@@ -10,12 +10,15 @@ MODEL ?= smollm2-135m
 EVAL ?= embedded
 DEVICE ?= auto
 SPEED ?= cpu
-SWEEP = $(PY) experiments/run.py -m model=$(MODEL) eval=$(EVAL) device=$(DEVICE) speed=$(SPEED)
-TABLE = $(PY) experiments/table.py --model $(MODEL) --suite $(EVAL)
+# DRY_RUN=1: list the runs of a reproduce-tableN target (model, method, n, mode, criterion); load and write nothing.
+DRY_RUN ?=
+SWEEP = $(PY) experiments/run.py -m model=$(MODEL) eval=$(EVAL) device=$(DEVICE) speed=$(SPEED) \
+	$(if $(DRY_RUN),dry_run=true)
+TABLE = $(if $(DRY_RUN),@true,$(PY) experiments/table.py --model $(MODEL) --suite $(EVAL))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-gemma test lint score drop figures reproduce-table1 reproduce-table2 reproduce-table3 \
-	reproduce-table4 reproduce-table6 reproduce-table7 reproduce-all redundancy-training
+	reproduce-table4 reproduce-table6 reproduce-table7 reproduce-all redundancy-training notebooks
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -95,9 +98,16 @@ reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot
 	$(SWEEP) experiment=figures
 	$(if $(DRY_RUN),@true,$(PY) figures/make_figures.py)
 
+.PHONY: bench-speed
+bench-speed: $(STAMP)  ## Speedup of attn/mlp/block-8 vs the original, run twice: interval half-width, run-to-run difference (~7 min; quiet machine)
+	$(PY) benchmarks/bench_speed.py
+
 redundancy-training: $(STAMP)  ## Scores of a randomly initialised vs the trained default -> figures/redundancy_training_*
 	$(PY) experiments/score.py hydra.run.dir=outputs/training/trained
 	$(PY) experiments/score.py model.random_init=true hydra.run.dir=outputs/training/random_init
 	$(PY) figures/training.py outputs/training/*/scores.json
+
+notebooks: $(STAMP)  ## Execute notebooks/*.ipynb in place on the embedded default; figures -> figures/
+	for nb in notebooks/*.ipynb; do MPLBACKEND=Agg .venv/bin/jupyter-execute --inplace "$$nb" || exit 1; done
 
 reproduce-all: reproduce-table1 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table6 reproduce-table7 reproduce-figures  ## All tables, then the figures grid and every figure

@@ -1,40 +1,50 @@
-"""Every notebook runs top to bottom on fixture results (its code cells executed in order)."""
+"""Every notebook runs top to bottom in a real Jupyter kernel on the embedded default model.
+
+The kernel is this venv's ipykernel: a kernelspec naming this interpreter (`sys.executable`) is written
+to a temporary JUPYTER_PATH (searched first), so neither a `python` on PATH nor a user-level kernelspec
+can swap in another interpreter. Figures go to a temporary folder, never over the committed ones.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import matplotlib
+import nbformat
 import pytest
+from ipykernel.kernelspec import write_kernel_spec
+from nbclient import NotebookClient
 
-from whatmatters.scores import Scores
-
-NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 
 @pytest.fixture
-def fixture_scores(tmp_path, monkeypatch) -> Path:
-    n = 6
-    angular = [[abs(i - j) / n for j in range(n + 1)] for i in range(n + 1)]
-    scores = Scores(
-        attn=[0.3, 0.1, 0.02, 0.01, float("nan"), 0.02],
-        mlp=[0.9, 0.1, 0.05, 0.04, 0.05, 0.2],
-        block=[0.95, 0.2, 0.06, 0.05, 0.05, 0.3],
-        angular=angular,
-        meta={"model": "fixture"},
+def venv_kernel(tmp_path, monkeypatch) -> str:
+    name = "whatmatters-test"
+    write_kernel_spec(tmp_path / "jupyter" / "kernels" / name)  # its argv starts with sys.executable
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return name
+
+
+def test_every_notebook_is_collected():
+    assert {p.name for p in NOTEBOOKS} >= {
+        "redundancy.ipynb",
+        "why_attention.ipynb",
+        "calibration.ipynb",
+        "architectures.ipynb",
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_in_a_jupyter_kernel(path, venv_kernel, tmp_path, monkeypatch):
+    figures = tmp_path / "figures"
+    monkeypatch.setenv("WHATMATTERS_FIGURES", str(figures))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(path, as_version=4)
+    # A cell that raises stops the run with CellExecutionError, failing the test with the traceback.
+    client = NotebookClient(
+        notebook, kernel_name=venv_kernel, timeout=900, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
     )
-    path = tmp_path / "scores.json"
-    scores.save(path)
-    monkeypatch.setenv("WHATMATTERS_SCORES", str(path))
-    return path
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_on_fixture_scores(notebook, fixture_scores):
-    matplotlib.use("Agg")
-    namespace: dict = {}
-    for cell in json.loads(notebook.read_text())["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), f"{notebook.name}", "exec"), namespace)
-    assert fixture_scores.with_name("heatmap_notebook.png").exists()
+    client.execute()
+    assert sorted(figures.glob("*.png")), f"{path.name} saved no figure"
