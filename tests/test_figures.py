@@ -59,6 +59,8 @@ def test_the_main_curve_holds_only_cosine_runs_and_each_ablation_gets_its_own(tm
         no_residual = record("attn", n, avg - 30, key=f"nores{n}")
         no_residual.method.remove_residual = True
         records.append(no_residual)
+    for r in records:  # a method field every run shares (here the scorer's angular default) names nothing
+        r.method.extra["angular"] = "mean"
     drawn = {}
     save = plots._save
 
@@ -135,3 +137,20 @@ def test_redundancy_across_training_plots_each_checkpoint_and_refuses_mixed_mode
     Scores(attn=[0.1], mlp=[0.1], block=[0.1], meta={"model": "other"}).save(tmp_path / "other.json")
     with pytest.raises(SystemExit, match="one model only"):
         training.main([*paths, tmp_path / "other.json"], tmp_path / "figs")
+
+
+def test_one_heatmap_per_scoring_setting_and_disagreeing_scores_are_an_error():
+    cosine = record("attn", 3, 48.0, key="cos", scores=SCORES)
+    no_residual = record("attn", 3, 20.0, key="nores", scores=SCORES)  # drops by the same cosine scores
+    no_residual.method.remove_residual = True
+    shuffled = {k: v[::-1] for k, v in SCORES.items()}
+    random = record("attn", 3, 30.0, key="rand", criterion="random", scores=shuffled)
+    iterative = record("attn", 3, 47.0, key="iter", mode="iterative", scores=shuffled)  # re-scored: not drawn
+    runs = plots.heatmap_runs([cosine, no_residual, random, iterative])
+    assert [(stem, r.key) for stem, _, r in runs] == [
+        ("heatmap_smollm2-135m", "cos"),
+        ("heatmap_smollm2-135m_random", "rand"),
+    ]
+    assert "run cos" in runs[0][1]
+    with pytest.raises(ValueError, match="two sets of scores"):
+        plots.heatmap_runs([cosine, record("attn", 8, 40.0, key="other", scores=shuffled)])

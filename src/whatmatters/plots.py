@@ -68,7 +68,7 @@ def heatmap_runs(records: Iterable[RunRecord]) -> list[tuple[str, str, RunRecord
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
         setting = r.setting()
-        if r.scores and r.mode == "one_shot" and not any(k.startswith("method.") for k in setting):
+        if r.scores and r.mode == "one_shot":  # the original model's scores (an ablation drops by them too)
             scoring = {k: v for k, v in setting.items() if k.startswith(SCORE_FIELDS)}
             groups.setdefault(config_key(scoring), []).append(r)
     out = []
@@ -100,15 +100,16 @@ class FigureSet:
     baseline: RunRecord | None
 
 
-def _variant(setting: dict[str, Any]) -> list[str]:
-    """How a setting's method switches read in names: criterion, no-residual, span, iterative, ..."""
+def _variant(setting: dict[str, Any], varying: set[str]) -> list[str]:
+    """How a setting reads in names: its ablations (criterion, no-residual, span), iterative, and any other
+    method field where the figure sets differ in it (a field every run shares names nothing)."""
     words = [] if setting.get("criterion", "cosine") == "cosine" else [setting["criterion"]]
     for name, value in setting.items():
         if name == "method.remove_residual":
             words.append("no-residual")
         elif name == "method.consecutive":
             words.append("span")
-        elif name.startswith("method."):
+        elif name.startswith("method.") and name in varying:
             words.append(f"{name.removeprefix('method.')}-{value}")
     return words + ([setting["mode"]] if setting.get("mode", "one_shot") != "one_shot" else [])
 
@@ -121,16 +122,17 @@ def figure_sets(records: Iterable[RunRecord], swept: tuple[str, ...] = ()) -> li
     for r in records:
         if not r.is_baseline:
             groups.setdefault(config_key(without(r.setting(), swept)), []).append(r)
+    settings = [without(runs[0].setting(), swept) for runs in groups.values()]
+    varying = {k for s in settings for k in s if any(t.get(k) != s[k] for t in settings)}
     sets = []
-    for runs in groups.values():
-        setting = without(runs[0].setting(), swept)
+    for runs, setting in zip(groups.values(), settings, strict=True):
         shared = base_setting(setting)
         bases = [r for r in records if r.is_baseline and r.setting() == shared]
         what = f"figure of {setting}"
         unique_cells(bases, method_label, what)
         unique_cells(runs, lambda r: (method_label(r), *(r.setting().get(s) for s in swept)), what)
-        name = "_".join([runs[0].model, runs[0].eval.suite, *_variant(setting)])
-        title = " ".join([f"{runs[0].model} ({runs[0].eval.suite} suite)", *_variant(setting)])
+        name = "_".join([runs[0].model, runs[0].eval.suite, *_variant(setting, varying)])
+        title = " ".join([f"{runs[0].model} ({runs[0].eval.suite} suite)", *_variant(setting, varying)])
         sets.append(FigureSet(name, title, setting, runs, bases[0] if bases else None))
     names = [s.name for s in sets]
     for s in sets:  # same model, suite and variant but another setting (limit, data, dtype...): say which
