@@ -117,7 +117,7 @@ def evaluate(
     *,
     source: str = "offline",
     limit: int | float | None = None,
-    sample: int | None = None,
+    sample: int | Mapping[str, int] | None = None,
     sample_seed: int = 0,
     fewshot: str = "sampled",
     batch_size: int | str = 16,
@@ -127,8 +127,8 @@ def evaluate(
 
     Every task and its dataset is checked and loaded before the first forward pass, so a bad name or a
     missing dataset fails in seconds, not after hours of evaluation. `limit` keeps lm-eval's meaning (the
-    first N docs per task, or a fraction below 1); `sample` draws N docs per task with `sample_seed`
-    instead. `fewshot="fixed"` gives every doc of a task the same shots (lm-eval's first_n sampler).
+    first N docs per task, or a fraction below 1); `sample` draws N docs per task (or {task: N}) with
+    `sample_seed` instead. `fewshot="fixed"` gives every doc of a task the same shots (lm-eval's first_n).
     `batch_size` may be "auto" on a GPU (lm-eval finds the largest that fits).
     """
     import lm_eval
@@ -139,7 +139,8 @@ def evaluate(
     manager = _task_manager(specs, source, fewshot == "fixed")
     built = _load_tasks(manager, specs, source, fewshot == "fixed")
     leaves = {s.name: _leaves(built[s.name], s.name) for s in specs}
-    samples = _draw(specs, leaves, sample, sample_seed, fewshot) if sample is not None else None
+    sizes = sample_sizes(specs, sample)
+    samples = _draw(specs, leaves, sizes, sample_seed, fewshot) if sizes is not None else None
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     raw: dict[str, dict] = {}
     logged: dict[str, list[dict]] = {}
@@ -162,7 +163,7 @@ def evaluate(
         logged |= out["samples"]
     scores: dict[str, Any] = {}
     for spec in specs:
-        scores[spec.name] = _score(spec, raw[spec.name]) | _docs(spec, leaves[spec.name], logged, samples)
+        scores[spec.name] = _score(spec, raw[spec.name]) | _docs(spec, leaves[spec.name], logged)
         scores[spec.name]["note"] = PROXY_NOTE if spec.proxy else task_note(spec.name, source)
     accuracies = [scores[s.name] for s in specs if s.accuracy]
     n = len(accuracies)
@@ -180,6 +181,7 @@ def check_suite(cfg: Mapping[str, Any]) -> None:
     specs = task_specs(cfg["suite"])
     opts = _options(cfg)
     check_options(opts["source"], opts["limit"], opts["sample"], opts["fewshot"])
+    sample_sizes(specs, opts["sample"])
     fixed = opts["fewshot"] == "fixed"
     _load_tasks(_task_manager(specs, opts["source"], fixed), specs, opts["source"], fixed)
 
@@ -198,13 +200,15 @@ def _options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "source": cfg.get("source", "offline"),
         "limit": cfg.get("limit"),
-        "sample": cfg.get("sample"),
+        "sample": dict(sample) if isinstance(sample := cfg.get("sample"), Mapping) else sample,
         "sample_seed": cfg.get("sample_seed", 0),
         "fewshot": cfg.get("fewshot", "sampled"),
     }
 
 
-def check_options(source: str, limit: float | None, sample: int | None, fewshot: str) -> None:
+def check_options(
+    source: str, limit: float | None, sample: int | Mapping[str, int] | None, fewshot: str
+) -> None:
     """Reject a bad data source, doc selection or few-shot protocol with the field, value and fix."""
     if source not in SOURCES:
         raise EvalError(
@@ -217,9 +221,11 @@ def check_options(source: str, limit: float | None, sample: int | None, fewshot:
         raise EvalError(
             f"eval.limit={limit!r} is not valid: use a whole number >= 1, a fraction in (0, 1), or null"
         )
-    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
+    sizes = sample.values() if isinstance(sample, Mapping) else [] if sample is None else [sample]
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
         raise EvalError(
-            f"eval.sample={sample!r} is not valid: use a whole number of docs per task >= 1, or null"
+            f"eval.sample={sample!r} is not valid: use a whole number of docs per task >= 1, "
+            "a mapping {task: number}, or null"
         )
     if limit is not None and sample is not None:
         raise EvalError(
@@ -231,6 +237,20 @@ def check_options(source: str, limit: float | None, sample: int | None, fewshot:
         )
     if fewshot == "fixed" and source != "offline":
         raise EvalError("eval.fewshot=fixed is built on the offline task files: set eval.source=offline")
+
+
+def sample_sizes(specs: list[TaskSpec], sample: int | Mapping[str, int] | None) -> dict[str, int] | None:
+    """Docs to draw per task of the suite; a mapping must name exactly the suite's tasks."""
+    if sample is None:
+        return None
+    if not isinstance(sample, Mapping):
+        return {s.name: sample for s in specs}
+    names = [s.name for s in specs]
+    if set(sample) != set(names):
+        raise EvalError(
+            f"eval.sample names tasks {sorted(sample)}, but the suite has {names}: give one size per task"
+        )
+    return {name: int(sample[name]) for name in names}
 
 
 def task_specs(suite: str | Sequence[str]) -> list[TaskSpec]:
@@ -262,7 +282,7 @@ def protocol(
     specs: list[TaskSpec],
     source: str,
     limit: float | None,
-    sample: int | None,
+    sample: int | Mapping[str, int] | None,
     sample_seed: int,
     fewshot: str,
     seed: int,
@@ -272,7 +292,8 @@ def protocol(
 
     data = "proxy tasks" if all(s.proxy for s in specs) else f"{source} data"
     if sample is not None:
-        docs = f"seeded sample of {sample} docs per task (seed {sample_seed}; MMLU stratified by subject)"
+        per_task = ", ".join(f"{k} {v}" for k, v in sample.items()) if isinstance(sample, Mapping) else sample
+        docs = f"seeded sample of {per_task} docs per task (seed {sample_seed}; MMLU stratified by subject)"
     elif limit is not None:
         docs = f"first {limit} docs per task (lm-eval limit)"
     else:
@@ -372,9 +393,9 @@ def _leaves(task: Any, name: str) -> dict[str, Any]:
 
 
 def _draw(
-    specs: list[TaskSpec], leaves: dict[str, dict[str, Any]], size: int, seed: int, fewshot: str
+    specs: list[TaskSpec], leaves: dict[str, dict[str, Any]], sizes: dict[str, int], seed: int, fewshot: str
 ) -> dict[str, list[int]]:
-    """The doc indices per scored task: `size` per spec, seeded by task name, the same for every model.
+    """The doc indices per scored task: `sizes[spec]` per spec, seeded by task name, the same for every model.
 
     A group (MMLU) is stratified: one doc per subject, the rest in proportion to the subjects' sizes
     (largest remainder). With fixed shots drawn from the scored split, the shot docs are never scored.
@@ -389,7 +410,7 @@ def _draw(
                 else 0
             )
             pools[name] = range(shots, len(task.eval_docs))
-        for name, k in _allocate({n: len(p) for n, p in pools.items()}, size).items():
+        for name, k in _allocate({n: len(p) for n, p in pools.items()}, sizes[spec.name]).items():
             out[name] = sorted(random.Random(f"{seed}:{name}").sample(pools[name], k))
     return out
 
@@ -426,7 +447,6 @@ def _docs(
     spec: TaskSpec,
     leaves: dict[str, Any],
     logged: dict[str, list[dict]],
-    samples: dict[str, list[int]] | None,
 ) -> dict[str, Any]:
     """Per-doc values keyed by a stable doc id ("12", or "mmlu_anatomy:12" in a group), n and chance level.
 
@@ -437,14 +457,11 @@ def _docs(
         return {"n": sum(len(logged[name]) for name in leaves), "chance": None, "docs": None}
     ids, values, chance = [], [], []
     for name, task in leaves.items():
-        # lm-eval numbers the docs of a `samples` run 0..k-1 in index order: map back to dataset indices.
-        index = sorted(samples[name]) if samples is not None else None
         prefix = f"{name}:" if len(leaves) > 1 else ""
         for entry in sorted(logged[name], key=lambda e: e["doc_id"]):
             if entry["filter"] != spec.filter:
                 continue
-            doc = entry["doc_id"] if index is None else index[entry["doc_id"]]
-            ids.append(f"{prefix}{doc}")
+            ids.append(f"{prefix}{entry['doc_id']}")  # the dataset index, in a `samples` run too
             values.append(float(entry[spec.metric]))
             multiple_choice = task.config.output_type == "multiple_choice"
             chance.append(1.0 / len(entry["arguments"]) if multiple_choice else 0.0)
