@@ -1,9 +1,11 @@
-"""Core cost/benefit ratios, measured side by side in one run on the embedded default (a script, not a test).
+"""Core cost ratios, measured side by side in one run on the embedded default (a script, not a test).
+
+Speedups of pruned models, with their intervals and run-to-run spread, are benchmarks/bench_speed.py.
 
     .venv/bin/python benchmarks/bench_core.py
 
 Ratios, not absolute times, so rows stay comparable across machines; still run it on an idle machine.
-Each row is one small function of the shared baseline: to add a row, append a function to ROWS.
+Each row is one small function of the shared baseline: to add a row, append a function to COST_ROWS.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import transformers
@@ -22,39 +23,13 @@ from whatmatters import data, models
 from whatmatters.drop import iterative_drop
 from whatmatters.plans import make_plan
 from whatmatters.scores import compute_scores
-from whatmatters.speed import Job, measure, speedup, timing_plan
-from whatmatters.surgery import apply_plan
 
 MODEL = "embedded:smollm2-135m"
-JOB = Job(batch_size=1, prompt_len=128, new_tokens=32, dtype="float32", device="cpu", repeats=5, warmup=2)
 
 
 def load() -> PreTrainedModel:
-    return models.load(MODEL, JOB.dtype, JOB.device)[0]
+    return models.load(MODEL, "float32", "cpu")[0]
 
-
-def pruned_vs_original(label: str) -> None:
-    """Speedup of plan `label` (prefill, decode, whole generate) and its KV cache relative to the original.
-
-    The original is timed again right before each pruned model, so slow drift of the machine (clock,
-    other load) between rows does not leak into the ratios.
-    """
-    baseline = measure(load(), JOB)
-    model = load()
-    pruned = measure(apply_plan(model, timing_plan(label, model.config.num_hidden_layers)), JOB, label)
-    ratios = speedup(baseline, pruned)
-    kv = pruned.kv_cache_bytes / baseline.kv_cache_bytes
-    print(
-        f"{label:<24} speedup generate {ratios['generate_s']:.3f}  prefill {ratios['prefill_s']:.3f}  "
-        f"decode {ratios['decode_s']:.3f}  KV ratio {kv:.3f}"
-    )
-
-
-SPEED_ROWS: list[Callable[[], None]] = [
-    partial(pruned_vs_original, "attn-8"),
-    partial(pruned_vs_original, "mlp-8"),
-    partial(pruned_vs_original, "block-8"),
-]
 
 # Calibration for the cost rows: small enough for minutes on 2 CPU cores, same text as the default.
 CALIBRATION = dict(source="lee", n=8, seq_len=512)
@@ -111,8 +86,8 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
     print(f"transformers {transformers.__version__}, {platform.platform()}")
-    print(f"{MODEL}, {JOB}, calibration {CALIBRATION}")
-    for row in [*SPEED_ROWS, *COST_ROWS]:
+    print(f"{MODEL}, calibration {CALIBRATION}")
+    for row in COST_ROWS:
         row()
 
 

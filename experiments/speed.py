@@ -2,6 +2,8 @@
 
 python experiments/speed.py
 python experiments/speed.py speed=gpu shape=mistral-7b device=cuda speed.batch_size=64
+
+Logic in whatmatters.speed (`run`), measurement in whatmatters.timing; this file only starts Hydra.
 """
 
 from pathlib import Path
@@ -17,7 +19,7 @@ from whatmatters import speed
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     table = speed.run(cfg, out_dir)
-    print(table.to_string(index=False, float_format="{:.3g}".format))
+    print(table.T.to_string(float_format="{:.4g}".format))
     print(f"wrote {out_dir / 'speed.csv'} and {out_dir / 'speed.json'}")
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from whatmatters import models
-from whatmatters.speed import Job, measure, table4, timing_plan
+from whatmatters.memory import table4
+from whatmatters.speed import timing_plan
 from whatmatters.surgery import apply_plan
 from whatmatters.tables import write_table
+from whatmatters.timing import Job, measure
 
 ROOT = Path(__file__).parents[1]
 JOB = Job(batch_size=4, prompt_len=512, new_tokens=8, dtype="float32", device="cpu", repeats=1, warmup=0)

@@ -1,4 +1,4 @@
-"""Speed measurement: job checks, KV cache analytic vs measured, memory check, shapes, SDR, the app.
+"""Speed app and memory: job checks, KV cache analytic vs measured, memory check, shapes, Table 4, the app.
 
 Timings are never asserted: only what must hold on any machine (counts, bytes, ratios of given numbers).
 """
@@ -15,29 +15,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import TINY, tiny_model
-from whatmatters import shapes, speed
+from whatmatters import memory, shapes, speed
 from whatmatters.plans import Plan
-from whatmatters.speed import Job, Profile, Timing
 from whatmatters.surgery import apply_plan
+from whatmatters.timing import Job, measure
 
 ROOT = Path(__file__).parents[1]
 L = TINY["num_hidden_layers"]
 # P + G - 1 = 11 cached tokens: beyond the tiny Gemma3 sliding window (8), so its sliding layers hold 7.
 JOB = Job(batch_size=2, prompt_len=8, new_tokens=4, repeats=1, warmup=0)
-
-
-def _timing(job: Job = JOB, generate_s: float = 2.0) -> Timing:
-    return Timing(job, "x", [1.0], [0.1], [generate_s], None, 100, 2, 100, 10)
-
-
-def test_sdr_reproduces_the_papers_examples():
-    assert round(speed.sdr(68.2, 65.8, 1.11), 2) == 0.22  # Llama-2-13B Block-4: 2.4 / 11
-    assert round(speed.sdr(70.3, 53.4, 1.06), 2) == 2.82  # Mistral-7B MLP-8: 16.9 / 6
-
-
-def test_sdr_at_speedup_one_is_an_error():
-    with pytest.raises(ValueError, match="undefined at speedup 1"):
-        speed.sdr(70.0, 69.0, 1.0)
 
 
 @pytest.mark.parametrize("name", ["batch_size", "prompt_len", "new_tokens", "repeats"])
@@ -54,24 +40,13 @@ def test_job_rejects_unknown_dtype_and_negative_warmup():
         Job(1, 8, 4, warmup=-1)
 
 
-def test_speedup_is_original_time_over_pruned_time_per_metric():
-    ratios = speed.speedup(_timing(generate_s=3.0), _timing(generate_s=2.0))
-    assert ratios == {"prefill_s": 1.0, "decode_s": 1.0, "generate_s": 1.5}
-
-
-def test_speedup_refuses_a_baseline_from_a_different_job():
-    other = Job(batch_size=4, prompt_len=8, new_tokens=4, repeats=1, warmup=0)
-    with pytest.raises(ValueError, match="speedup baseline from a different job"):
-        speed.speedup(_timing(other), _timing())
-
-
 @pytest.mark.parametrize(
     "family", ["llama", "qwen2", "gemma3_text"]
 )  # all GQA (4 heads, 2 KV); Gemma3 slides
 @pytest.mark.parametrize("attn", [(), (0, 3)])
 def test_kv_cache_analytic_equals_measured_with_one_layer_per_kept_attention(family, attn):
     model = apply_plan(tiny_model(family), Plan(L, attn=attn))
-    timing = speed.measure(model, JOB)
+    timing = measure(model, JOB)
     assert timing.kv_cache_bytes == timing.kv_analytic_bytes
     assert timing.kv_cache_layers == L - len(attn)
     per_token = 2 * JOB.batch_size * TINY["num_key_value_heads"] * TINY["head_dim"] * 4  # K and V, float32
@@ -84,7 +59,7 @@ def test_kv_cache_analytic_equals_measured_with_one_layer_per_kept_attention(fam
 
 def test_measure_takes_prefill_from_the_first_forward_and_leaves_decode_empty_for_one_token():
     one = Job(batch_size=1, prompt_len=8, new_tokens=1, repeats=2, warmup=1)
-    timing = speed.measure(tiny_model("llama"), one)
+    timing = measure(tiny_model("llama"), one)
     assert len(timing.prefill_runs) == len(timing.generate_runs) == 2
     assert timing.decode_runs is None and timing.decode_s is None
     assert timing.params == sum(p.numel() for p in tiny_model("llama").parameters())
@@ -92,15 +67,15 @@ def test_measure_takes_prefill_from_the_first_forward_and_leaves_decode_empty_fo
 
 def test_measure_refuses_a_model_in_another_dtype_than_the_job():
     with pytest.raises(ValueError, match="the job bfloat16"):
-        speed.measure(tiny_model("llama"), Job(1, 8, 4, dtype="bfloat16"))
+        measure(tiny_model("llama"), Job(1, 8, 4, dtype="bfloat16"))
 
 
 def test_an_absurd_job_fails_the_memory_check_before_running():
     absurd = Job(batch_size=10**6, prompt_len=10**4, new_tokens=4)
-    estimate = speed.estimate_memory(tiny_model("llama"), absurd)
+    estimate = memory.estimate_memory(tiny_model("llama"), absurd)
     assert estimate.kv_cache == 4 * 2 * 10**6 * 2 * 8 * (10**4 + 4) * 4
     with pytest.raises(MemoryError, match=r"needs about .* GiB .* free: lower speed.batch_size"):
-        speed.measure(tiny_model("llama"), absurd)
+        measure(tiny_model("llama"), absurd)
 
 
 # Public config.json sizes; parameter counts as published (untied embeddings).
@@ -125,7 +100,7 @@ def test_shapes_build_the_published_sizes_on_meta(name):
 
 
 def test_table4_analytic_kv_next_to_the_papers_figures():
-    rows = {row["model"]: row for row in speed.table4()}
+    rows = {row["model"]: row for row in memory.table4()}
     assert (rows["mistral-7b"]["analytic_gib"], rows["mistral-7b"]["analytic_paper_kept_gib"]) == (16, 10)
     for name in ("llama2-70b", "llama3-70b"):
         assert (rows[name]["analytic_gib"], rows[name]["analytic_half_gib"]) == (20, 10)
@@ -141,23 +116,6 @@ def test_timing_plans_drop_the_deepest_n_of_a_kind():
     for bad in ("attn8", "joint-2", "mlp-7"):
         with pytest.raises(ValueError):
             speed.timing_plan(bad, 6)
-
-
-def test_ideal_speedup_is_one_over_one_minus_the_removed_share():
-    prof = Profile(total_s=10.0, attn_s=(1.0, 2.0), mlp_s=(0.5, 0.5), block_s=(4.0, 4.0))
-    assert speed.ideal_speedup(prof, Plan(2, attn=(1,))) == pytest.approx(1 / (1 - 0.2))
-    assert speed.ideal_speedup(prof, Plan(2, mlp=(0,), blocks=(1,))) == pytest.approx(1 / (1 - 0.45))
-
-
-def test_profile_times_every_branch_and_block_of_the_original(family):
-    prof = speed.profile(tiny_model(family), JOB)
-    assert len(prof.attn_s) == len(prof.mlp_s) == len(prof.block_s) == L
-    assert all(
-        a > 0 and m > 0 and a + m <= b for a, m, b in zip(prof.attn_s, prof.mlp_s, prof.block_s, strict=True)
-    )
-    assert sum(prof.block_s) < prof.total_s
-    with pytest.raises(ValueError, match="original"):
-        speed.profile(apply_plan(tiny_model(family), Plan(L, attn=(0,))), JOB)
 
 
 def _compose(*overrides: str):
@@ -176,15 +134,30 @@ def test_speed_configs_compose_into_valid_jobs(job):
 TINY_JOB = ["speed.batch_size=1", "speed.prompt_len=8", "speed.new_tokens=4", "speed.repeats=1", "device=cpu"]
 
 
-def test_speed_app_writes_its_table_for_a_local_model_dir(tiny_llama_dir, tmp_path):
-    cfg = _compose(f"model.name_or_path={tiny_llama_dir}", "plans=[none,attn-2,mlp-1,block-1]", *TINY_JOB)
+def test_speed_app_times_each_plan_against_the_original_and_writes_every_repeat(tiny_llama_dir, tmp_path):
+    cfg = _compose(
+        f"model.name_or_path={tiny_llama_dir}",
+        "plans=[none,attn-2,mlp-1,block-1]",
+        *TINY_JOB,
+        "speed.repeats=3",
+    )
     table = speed.run(cfg, tmp_path)
-    assert list(table.plan) == ["none", "attn-2", "mlp-1", "block-1"]
-    assert list(table.kv_layers) == [4, 2, 4, 3] and list(table.kv_ratio) == [1.0, 0.5, 1.0, 0.75]
-    assert (table.kv_cache_mib == table.kv_analytic_mib).all()
+    assert list(table.plan) == ["attn-2", "mlp-1", "block-1"]  # `none` is the original beside each plan
+    assert list(table.kv_layers) == [2, 4, 3] and list(table.kv_ratio) == [0.5, 1.0, 0.75]
+    assert (table.kv_cache_mib == table.kv_analytic_mib).all() and table.alternated.all()
+    assert (
+        (table.low_generate <= table.speedup_generate) & (table.speedup_generate <= table.high_generate)
+    ).all()
     assert pd.read_csv(tmp_path / "speed.csv").shape == table.shape
     record = json.loads((tmp_path / "speed.json").read_text())
-    assert record["job"]["prompt_len"] == 8 and len(record["timings"]["attn-2"]["generate_runs"]) == 1
+    pair = record["pairs"]["attn-2"]
+    assert record["job"]["prompt_len"] == 8 and len(pair["pruned"]["generate_runs"]) == 3
+    assert len(pair["original"]["generate_runs"]) == len(pair["speedup"]["generate"]["ratios"]) == 3
+
+
+def test_speed_app_refuses_a_plan_list_with_nothing_to_compare(tmp_path):
+    with pytest.raises(ValueError, match=r"plans=\['none'\] has nothing to compare"):
+        speed.run(_compose("plans=[none]", *TINY_JOB), tmp_path)
 
 
 def test_speed_app_checks_a_shape_fits_before_building_it(tmp_path):
@@ -201,6 +174,6 @@ def test_speed_app_runs_end_to_end_on_the_embedded_default(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(out / "speed.csv")
-    assert list(table.plan) == ["none", "attn-8", "mlp-8", "block-8"]
-    assert list(table.kv_layers) == [30, 22, 30, 22]
+    assert list(table.plan) == ["attn-8", "mlp-8", "block-8"]
+    assert list(table.kv_layers) == [22, 30, 22]
     assert "speedup_generate" in proc.stdout

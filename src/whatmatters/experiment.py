@@ -18,7 +18,7 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters import evaluate, quant, speed, tracking
+from whatmatters import evaluate, memory, metrics, quant, timing, tracking
 from whatmatters.drop import check_mode
 from whatmatters.results import ResultsStore, RunRecord, config_key
 from whatmatters.runs import apply_method, load_model, load_with_data, save_scores
@@ -52,8 +52,8 @@ def run_key(cfg: DictConfig) -> str:
     return config_key(spec | {"mode": cfg.mode, "criterion": cfg.criterion} | _quant(cfg))
 
 
-def _job(cfg: DictConfig, device: str) -> speed.Job:
-    return speed.Job(**OmegaConf.to_container(cfg.speed, resolve=True), device=device, seed=cfg.seed)
+def _job(cfg: DictConfig, device: str) -> timing.Job:
+    return timing.Job(**OmegaConf.to_container(cfg.speed, resolve=True), device=device, seed=cfg.seed)
 
 
 def _versions() -> dict:
@@ -97,7 +97,7 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
     qspec = quant.QuantSpec.from_config(cfg)
     quant.quantize(model, qspec)
     job = quant.job_for(qspec, _job(cfg, str(model.device)))
-    timing = speed.measure(model, job, "none")
+    measured = timing.measure(model, job, "none")
     size = model.num_parameters()
     record = _record(
         cfg,
@@ -110,7 +110,7 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
         dropped=0,
         num_layers=model.config.num_hidden_layers,
         eval=_accuracy(model, tokenizer, cfg),
-        speed={"speedup": 1.0, "kv_ratio": 1.0, "original": _timing(timing), "pruned": _timing(timing)},
+        speed=timing.baseline_record(measured),
         sdr=None,
         quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
         params={"before": size, "after": size} | quant.describe(model, qspec),
@@ -122,17 +122,6 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir / "baseline")
     return record
-
-
-def _timing(timing: speed.Timing) -> dict:
-    return {
-        "prefill_s": timing.prefill_s,
-        "decode_s": timing.decode_s,
-        "generate_s": timing.generate_s,
-        "kv_cache_bytes": timing.kv_cache_bytes,
-        "kv_cache_layers": timing.kv_cache_layers,
-        "peak_memory_bytes": timing.peak_memory_bytes,
-    }
 
 
 def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores:
@@ -181,6 +170,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
         quant.quantize(model, qspec)
     job = quant.job_for(qspec, _job(cfg, str(model.device)))
     params_before = model.num_parameters()
+    original_bytes = memory.weight_bytes(model)  # decides below whether the original fits beside the pruned
     method = cfg.method
     scores = None if cfg.mode == "iterative" else _one_shot_scores(cfg, store, model, ids)
     result = apply_method(cfg, model, ids, scores)
@@ -190,17 +180,20 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     save_scores(cfg, result.scores, out_dir)
     accuracy = _accuracy(model, tokenizer, cfg)
     params_after = model.num_parameters()
-    # Pruned, then a fresh original, timed back to back after all the heavy work: timing the original
-    # before minutes of iterative scoring let the machine's state (clocks, heat) bias the ratio.
-    pruned = speed.measure(model, job, "pruned")
-    del model
-    speed.release(job.device)
-    original_model = quant.quantize(load_model(cfg)[0], qspec)
-    original = speed.measure(original_model, job, "none")
-    prof = speed.profile(original_model, job)
-    ratios = speed.speedup(original, pruned)
+    # The pruned model and a fresh original, timed alternately (A B A B ...) after all the heavy work, so
+    # load elsewhere on the machine hits both models' calls alike; in blocks only when both do not fit.
+    if timing.pair_fits(model, original_bytes, job):
+        original_model = quant.quantize(load_model(cfg)[0], qspec)
+        pair = timing.alternate(original_model, model, job)
+    else:
+        print(f"[speed] original and pruned do not fit together on {job.device}: timed in blocks")
+        pruned = timing.measure(model, job, "pruned")
+        del model
+        memory.release(job.device)
+        original_model = quant.quantize(load_model(cfg)[0], qspec)
+        pair = timing.PairTiming(timing.measure(original_model, job, "none"), pruned, alternated=False)
+    speed = pair.record(timing.profile(original_model, job), result.plan)
     dropped = len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks)
-    gained = ratios["generate_s"]
     name = [cfg.model.name, method.target, str(dropped), cfg.mode]
     if method.get("remove_residual"):
         name.append("no_residual")
@@ -223,18 +216,9 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
         forward_equivalents=result.forward_equivalents,
         scores={k: getattr(result.scores, k) for k in ("attn", "mlp", "block")},
         eval=accuracy,
-        speed={
-            "speedup": gained,
-            "speedup_prefill": ratios["prefill_s"],
-            "speedup_decode": ratios["decode_s"],
-            "ideal_speedup": speed.ideal_speedup(prof, result.plan),
-            "kv_ratio": pruned.kv_cache_bytes / original.kv_cache_bytes if original.kv_cache_bytes else None,
-            "job": OmegaConf.to_container(cfg.speed, resolve=True),
-            "original": _timing(original),
-            "pruned": _timing(pruned),
-        },
+        speed=speed,
         baseline_avg=base.eval.avg,
-        sdr=speed.sdr(base.eval.avg, accuracy["avg"], gained) if gained != 1.0 else None,
+        sdr=metrics.sdr_estimate(base.eval.avg, accuracy["avg"], pair.speedups()["generate"]),
         quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
         params={"before": params_before, "after": params_after} | weights,
         wall_s=round(time.perf_counter() - start, 1),

@@ -154,3 +154,14 @@ def paper_row(
         if abs(best.n - n * best.layers / num_layers) <= 1.0:
             return best
     return None
+
+
+# Table 4: (model, batch size, attention layers original -> kept, KV cache GB original -> pruned), fp16,
+# 2048 tokens. The paper states the kept layer count for three models only; None where it does not.
+TABLE4 = (
+    ("mistral-7b", 64, 32, 20, 16, 10),
+    ("llama2-13b", 32, 40, 20, 52, 26),
+    ("llama2-70b", 32, 80, 40, 20, 10),
+    ("llama3-8b", 64, 32, None, 16, 10),
+    ("llama3-70b", 32, 80, None, 20, 10),
+)
