@@ -102,10 +102,6 @@ reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot
 bench-speed: $(STAMP)  ## Speedup of attn/mlp/block-8 vs the original, run twice: interval half-width, run-to-run difference (~7 min; quiet machine)
 	$(PY) benchmarks/bench_speed.py
 
-.PHONY: bench-speed
-bench-speed: $(STAMP)  ## Speedup of attn/mlp/block-8 vs the original, run twice: interval half-width, run-to-run difference (~7 min; quiet machine)
-	$(PY) benchmarks/bench_speed.py
-
 redundancy-training: $(STAMP)  ## Scores of a randomly initialised vs the trained default -> figures/redundancy_training_*
 	$(PY) experiments/score.py hydra.run.dir=outputs/training/trained
 	$(PY) experiments/score.py model.random_init=true hydra.run.dir=outputs/training/random_init
