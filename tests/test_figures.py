@@ -105,10 +105,13 @@ def test_another_eval_limit_is_another_figure_with_its_own_baseline():
 
 def test_speed_bars_draw_each_interval_and_the_csv_keeps_it(tmp_path):
     run = record("attn", 8, 45.0, key="r")
-    run.speed = Speed(speedup={"generate": Interval(1.2, 1.1, 1.3)}, ideal_speedup=1.25, kv_ratio=0.7)
+    run.speed = Speed(
+        speedup={"generate": Interval(1.2, 1.1, 1.3)}, ideal_speedup=1.25, exceeds_ideal=False, kv_ratio=0.7
+    )
     (fs,) = plots.figure_sets([run, record("none", 0, 50.0)])
     plots.speed_bars(fs, tmp_path / "speed")
     data = pd.read_csv(tmp_path / "speed.csv")
+    assert not data["exceeds ideal"].any()
     assert data[
         ["key", "speedup", "speedup low", "speedup high", "ideal speedup", "KV ratio"]
     ].values.tolist() == [["r", 1.2, 1.1, 1.3, 1.25, 0.7]]
