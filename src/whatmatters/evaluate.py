@@ -132,7 +132,8 @@ def evaluate(
     `batch_size` may be "auto" on a GPU (lm-eval finds the largest that fits).
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
+
+    from whatmatters.fastlm import PrefixSharingLM
 
     specs = task_specs(suite)
     check_options(source, limit, sample, fewshot)
@@ -141,7 +142,8 @@ def evaluate(
     leaves = {s.name: _leaves(built[s.name], s.name) for s in specs}
     sizes = sample_sizes(specs, sample)
     samples = _draw(specs, leaves, sizes, sample_seed, fewshot) if sizes is not None else None
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    # lm-eval's HFLM with its scoring core replaced: the same log-likelihoods, shared prefixes computed once.
+    lm = PrefixSharingLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     raw: dict[str, dict] = {}
     logged: dict[str, list[dict]] = {}
     # One lm-eval run per shot count: simple_evaluate takes a single num_fewshot.
