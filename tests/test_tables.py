@@ -149,12 +149,12 @@ def test_speedup_shows_its_interval_and_a_speedup_above_ideal_is_flagged():
     )
     fine.sdr = Sdr(value=2.0, low=1.5, high=3.0)
     shown = display(build_table([fast, fine], "table2", "smollm2-135m", "embedded"))
-    assert list(shown["speedup"]) == ["1.25 [1.2, 1.3] > ideal 1.11", "1.05 [1.02, 1.08]"]
-    assert list(shown["prefill speedup"]) == ["1.1 [1, 1.2]", "--"]
+    assert list(shown["speedup"]) == ["1.25x [1.20, 1.30] > ideal 1.11", "1.05x [1.02, 1.08]"]
+    assert list(shown["prefill speedup"]) == ["1.10x [1.00, 1.20]", "--"]
     assert list(shown["SDR"]) == ["undefined: the speedup interval includes 1", "2 [1.5, 3]"]
     old = display(build_table([record("attn", 8, 45.0)], "table2", "smollm2-135m", "embedded"))
-    assert list(old["speedup"]) == ["1.08"]  # a schema-1 record: its one number, no interval
+    assert list(old["speedup"]) == ["1.08x"]  # a schema-1 record: its one number, no interval
     untimed = record("attn", 8, 45.0)
     untimed.speed = Speed.from_dict({"speedup": {"generate": None}, "not_timed": "no int4 kernel on cpu"})
     shown = display(build_table([untimed], "table2", "smollm2-135m", "embedded"))
-    assert list(shown["speedup"]) == ["not timed: no int4 kernel on cpu"]
+    assert list(shown["speedup"]) == ["not timed: no kernel"]  # the notes say why

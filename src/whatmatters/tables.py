@@ -144,9 +144,9 @@ def _speed_columns(r: RunRecord) -> dict[str, Any]:
     if ideal is not None and generate is not None:
         # Schema-1 records carry no flag and no interval: their one number is compared as it is.
         exceeds = speed.exceeds_ideal if speed.exceeds_ideal is not None else generate.median > ideal
-        row |= {"ideal speedup": ideal, "speedup flag": f"> ideal {ideal:.3g}" if exceeds else None}
-    if reason := speed.extra.get("not_timed"):  # a quantization scheme without a kernel on that device
-        row |= {"speedup": None, "speedup flag": f"not timed: {reason}"}
+        row |= {"ideal speedup": ideal, "speedup flag": f"> ideal {ideal:.2f}" if exceeds else None}
+    if speed.extra.get("not_timed"):  # a quantization scheme without a kernel on that device (quant.untimed)
+        row |= {"speedup": None, "speedup flag": "not timed: no kernel"}
     row["KV ratio"] = speed.kv_ratio
     row["KV MiB"] = (speed.pruned or {}).get("kv_cache_bytes", math.nan) / 2**20
     return row
@@ -313,12 +313,14 @@ def _cell(frame: pd.DataFrame, row: int, col: str) -> str:
     if not pd.api.types.is_number(value):
         return str(value)
     sign = "+" if col == "ΔAvg" else ""
+    ratio = col.endswith("speedup")  # speedups read as 1.25x [1.20, 1.30]
     if not _nan(se := helper(" ±")):
         text = f"{value:{sign}.1f} ± {se:.1f}"
     elif not _nan(low := helper(" low")):
-        text = f"{value:.3g} [{low:.3g}, {helper(' high'):.3g}]"
+        high = helper(" high")
+        text = f"{value:.2f}x [{low:.2f}, {high:.2f}]" if ratio else f"{value:.3g} [{low:.3g}, {high:.3g}]"
     else:
-        text = f"{value:+.1f}" if sign else f"{value:.3g}"
+        text = f"{value:+.1f}" if sign else f"{value:.2f}x" if ratio else f"{value:.3g}"
     return f"{text} {flag}" if flag else text
 
 
