@@ -10,11 +10,12 @@ import random
 import pytest
 
 from conftest import TINY, tiny_model
-from whatmatters import metrics, timing
+from whatmatters import metrics, speed, timing
 from whatmatters.metrics import Estimate, Profile
 from whatmatters.plans import Plan
+from whatmatters.speed import PairTiming
 from whatmatters.surgery import apply_plan
-from whatmatters.timing import Job, PairTiming, Timing
+from whatmatters.timing import Job, Timing
 
 L = TINY["num_hidden_layers"]
 JOB = Job(batch_size=1, prompt_len=8, new_tokens=3, repeats=4, warmup=2)
@@ -36,24 +37,25 @@ def test_alternating_measurement_runs_warmups_then_repeats_in_abab_order():
     original, pruned = tiny_model("llama"), apply_plan(tiny_model("llama"), Plan(L, attn=(2, 3)))
     _calls(original, "A", log)
     _calls(pruned, "B", log)
-    pair = timing.alternate(original, pruned, JOB)
+    timings = timing.alternate(original, pruned, JOB)
     assert "".join(log) == "AB" * (JOB.warmup + JOB.repeats)
-    assert pair.alternated
-    for t in (pair.original, pair.pruned):
+    for t in timings:
         assert len(t.generate_runs) == len(t.prefill_runs) == len(t.decode_runs) == JOB.repeats
 
 
 def test_pair_record_keeps_every_repeat_and_a_median_with_its_interval_per_phase():
-    pair = timing.alternate(tiny_model("llama"), apply_plan(tiny_model("llama"), Plan(L, attn=(3,))), JOB)
-    speed = pair.record(timing.profile(tiny_model("llama"), JOB), Plan(L, attn=(3,)))
-    assert set(speed["speedup"]) == set(timing.PHASES)
-    for phase, est in speed["speedup"].items():
+    timings = timing.alternate(tiny_model("llama"), apply_plan(tiny_model("llama"), Plan(L, attn=(3,))), JOB)
+    record = PairTiming(*timings, alternated=True).record(
+        timing.profile(tiny_model("llama"), JOB), Plan(L, attn=(3,))
+    )
+    assert set(record["speedup"]) == set(timing.PHASES)
+    for phase, est in record["speedup"].items():
         assert len(est["ratios"]) == JOB.repeats
         assert est["low"] <= est["median"] <= est["high"]
-        original, pruned = speed["original"][f"{phase}_runs"], speed["pruned"][f"{phase}_runs"]
+        original, pruned = record["original"][f"{phase}_runs"], record["pruned"][f"{phase}_runs"]
         assert est["ratios"] == [o / p for o, p in zip(original, pruned, strict=True)]
-    assert speed["alternated"] and speed["kv_ratio"] == pytest.approx(3 / 4)
-    assert speed["job"]["repeats"] == JOB.repeats and isinstance(speed["exceeds_ideal"], bool)
+    assert record["alternated"] and record["kv_ratio"] == pytest.approx(3 / 4)
+    assert record["job"]["repeats"] == JOB.repeats and isinstance(record["exceeds_ideal"], bool)
 
 
 def _timing(runs: list[float], job: Job = JOB) -> Timing:
@@ -144,9 +146,11 @@ def test_sdr_interval_spans_the_speedup_interval():
 
 
 def test_baseline_record_is_the_identity_and_keeps_the_originals_times():
-    speed = timing.baseline_record(_timing([1.0, 1.1, 0.9, 1.0]))
-    assert all(e == {"median": 1.0, "low": 1.0, "high": 1.0, "ratios": []} for e in speed["speedup"].values())
-    assert speed["original"]["generate_runs"] == [1.0, 1.1, 0.9, 1.0]
+    record = speed.baseline_record(_timing([1.0, 1.1, 0.9, 1.0]))
+    assert all(
+        e == {"median": 1.0, "low": 1.0, "high": 1.0, "ratios": []} for e in record["speedup"].values()
+    )
+    assert record["original"]["generate_runs"] == [1.0, 1.1, 0.9, 1.0]
 
 
 def test_profile_times_every_branch_and_block_of_the_original(family):

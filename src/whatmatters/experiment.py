@@ -18,7 +18,7 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters import evaluate, memory, metrics, quant, timing, tracking
+from whatmatters import evaluate, memory, metrics, quant, speed, timing, tracking
 from whatmatters.drop import check_mode
 from whatmatters.results import ResultsStore, RunRecord, config_key
 from whatmatters.runs import apply_method, load_model, load_with_data, save_scores
@@ -110,7 +110,7 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
         dropped=0,
         num_layers=model.config.num_hidden_layers,
         eval=_accuracy(model, tokenizer, cfg),
-        speed=timing.baseline_record(measured),
+        speed=speed.baseline_record(measured),
         sdr=None,
         quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
         params={"before": size, "after": size} | quant.describe(model, qspec),
@@ -184,15 +184,15 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     # load elsewhere on the machine hits both models' calls alike; in blocks only when both do not fit.
     if timing.pair_fits(model, original_bytes, job):
         original_model = quant.quantize(load_model(cfg)[0], qspec)
-        pair = timing.alternate(original_model, model, job)
+        pair = speed.PairTiming(*timing.alternate(original_model, model, job), alternated=True)
     else:
         print(f"[speed] original and pruned do not fit together on {job.device}: timed in blocks")
         pruned = timing.measure(model, job, "pruned")
         del model
         memory.release(job.device)
         original_model = quant.quantize(load_model(cfg)[0], qspec)
-        pair = timing.PairTiming(timing.measure(original_model, job, "none"), pruned, alternated=False)
-    speed = pair.record(timing.profile(original_model, job), result.plan)
+        pair = speed.PairTiming(timing.measure(original_model, job, "none"), pruned, alternated=False)
+    speed_record = pair.record(timing.profile(original_model, job), result.plan)
     dropped = len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks)
     name = [cfg.model.name, method.target, str(dropped), cfg.mode]
     if method.get("remove_residual"):
@@ -216,7 +216,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
         forward_equivalents=result.forward_equivalents,
         scores={k: getattr(result.scores, k) for k in ("attn", "mlp", "block")},
         eval=accuracy,
-        speed=speed,
+        speed=speed_record,
         baseline_avg=base.eval.avg,
         sdr=metrics.sdr_estimate(base.eval.avg, accuracy["avg"], pair.speedups()["generate"]),
         quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,

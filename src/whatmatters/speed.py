@@ -1,9 +1,9 @@
-"""The speed app (experiments/speed.py): the original vs pruned models on one generation job.
+"""Original vs pruned on one generation job: the speedup record, and the speed app (experiments/speed.py).
 
-This is the caller that builds models and applies plans; `timing` only measures the models it is given.
-Each plan's pruned model is timed alternately with the original (A B A B ...), and its row reports the
-median paired speedup per phase with a 95% interval, the ideal speedup from the original's profile, a flag
-when the realized speedup exceeds the ideal beyond its interval, KV cache and memory.
+`PairTiming` turns the two models' timings into what a run record stores: per phase the median of the
+paired ratios time(original) / time(pruned) with its 95% interval, the ideal speedup of what the plan
+really removes, a flag when the realized speedup exceeds it beyond the interval, and the KV-cache ratio.
+The app is the caller that builds models and applies plans; `timing` only measures the models it is given.
 """
 
 from __future__ import annotations
@@ -26,10 +26,78 @@ from transformers import PreTrainedModel
 from whatmatters import memory, models, shapes
 from whatmatters.adapters import adapter_for
 from whatmatters.io import atomic_write_text
-from whatmatters.metrics import Profile
+from whatmatters.metrics import (
+    Estimate,
+    Profile,
+    exceeds_ideal,
+    ideal_speedup,
+    median_interval,
+    paired_ratios,
+)
 from whatmatters.plans import Plan
 from whatmatters.surgery import apply_plan
-from whatmatters.timing import Job, PairTiming, alternate, measure, no_progress, pair_fits, profile
+from whatmatters.timing import PHASES, Job, Timing, alternate, measure, no_progress, pair_fits, profile
+
+
+@dataclass
+class PairTiming:
+    """The original and a pruned model on one job: alternated (paired repeats), or in separate blocks when
+    the two did not fit in memory together (then a repeat's pair is minutes apart and load can bias it)."""
+
+    original: Timing
+    pruned: Timing
+    alternated: bool
+
+    def __post_init__(self) -> None:
+        if self.original.job != self.pruned.job:
+            raise ValueError(f"Timings of different jobs: {self.original.job} vs {self.pruned.job}")
+
+    def speedups(self) -> dict[str, Estimate | None]:
+        """Per phase, the median of the paired ratios time(original) / time(pruned) and its 95% interval
+        (None for decode when G = 1)."""
+        out: dict[str, Estimate | None] = {}
+        for phase in PHASES:
+            base, new = self.original.runs(phase), self.pruned.runs(phase)
+            ratios = None if base is None or new is None else paired_ratios(base, new)
+            out[phase] = None if ratios is None else median_interval(ratios, self.original.job.seed)
+        return out
+
+    def record(self, prof: Profile, plan: Plan) -> dict:
+        """The run record's `speed`: per-phase speedups with intervals, the ideal speedup of what `plan`
+        really removes, whether the realized speedup exceeds it beyond the interval, KV ratio, the job and
+        every repeat of both models."""
+        speedups = self.speedups()
+        ideal = ideal_speedup(prof, plan)
+        kv = (
+            self.pruned.kv_cache_bytes / self.original.kv_cache_bytes
+            if self.original.kv_cache_bytes
+            else None
+        )
+        return {
+            "speedup": {phase: None if est is None else est.to_dict() for phase, est in speedups.items()},
+            "ideal_speedup": ideal,
+            "exceeds_ideal": exceeds_ideal(speedups["generate"], ideal),
+            "alternated": self.alternated,
+            "kv_ratio": kv,
+            "job": asdict(self.original.job),
+            "profile_shares": prof.shares(),
+            "original": self.original.to_dict(),
+            "pruned": self.pruned.to_dict(),
+        }
+
+
+def baseline_record(original: Timing) -> dict:
+    """A baseline's `speed` in the record layout: the original against itself is 1 by definition (not a
+    measured ratio, so no ratios), beside its own times."""
+    one = {"median": 1.0, "low": 1.0, "high": 1.0, "ratios": []}
+    return {
+        "speedup": {phase: None if original.runs(phase) is None else one for phase in PHASES},
+        "ideal_speedup": 1.0,
+        "exceeds_ideal": False,
+        "kv_ratio": 1.0,
+        "job": asdict(original.job),
+        "original": original.to_dict(),
+    }
 
 
 def timing_plan(label: str, num_layers: int) -> Plan:
@@ -136,7 +204,7 @@ def compare(
     for label, plan in plans.items():
         pruned = apply_plan(build(), plan)
         if together:
-            pairs[label] = alternate(original, pruned, job, tick)
+            pairs[label] = PairTiming(*alternate(original, pruned, job, tick), alternated=True)
         else:
             pairs[label] = PairTiming(alone, measure(pruned, job, label, tick), alternated=False)
         del pruned

@@ -14,7 +14,7 @@ greedy `generate` already waits for the device after every step to check the sto
 
 Models compared are timed alternately (A B A B ...), after each has warmed up, and every repeat is kept:
 load elsewhere on the machine then slows both calls of a pair instead of one model's whole block, and the
-speedup is the median of the paired ratios with a bootstrap interval (`metrics.median_interval`).
+speedup is the median of the paired ratios with a bootstrap interval (`speed.PairTiming`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -33,17 +32,7 @@ from transformers.cache_utils import Cache
 
 from whatmatters import memory, models
 from whatmatters.adapters import adapter_for
-from whatmatters.metrics import (
-    Estimate,
-    Profile,
-    exceeds_ideal,
-    ideal_speedup,
-    median_interval,
-    paired_ratios,
-)
-
-if TYPE_CHECKING:
-    from whatmatters.plans import Plan
+from whatmatters.metrics import Profile
 
 PHASES = ("generate", "prefill", "decode")
 
@@ -286,67 +275,6 @@ def measure(
     return measure_alternating([model], job, [label], tick)[0]
 
 
-@dataclass
-class PairTiming:
-    """The original and a pruned model on one job: alternated (paired repeats), or in separate blocks when
-    the two did not fit in memory together (then a repeat's pair is minutes apart and load can bias it)."""
-
-    original: Timing
-    pruned: Timing
-    alternated: bool
-
-    def __post_init__(self) -> None:
-        if self.original.job != self.pruned.job:
-            raise ValueError(f"Timings of different jobs: {self.original.job} vs {self.pruned.job}")
-
-    def speedups(self) -> dict[str, Estimate | None]:
-        """Per phase, the median of the paired ratios time(original) / time(pruned) and its 95% interval
-        (None for decode when G = 1)."""
-        out: dict[str, Estimate | None] = {}
-        for phase in PHASES:
-            base, new = self.original.runs(phase), self.pruned.runs(phase)
-            ratios = None if base is None or new is None else paired_ratios(base, new)
-            out[phase] = None if ratios is None else median_interval(ratios, self.original.job.seed)
-        return out
-
-    def record(self, prof: Profile, plan: Plan) -> dict:
-        """The run record's `speed`: per-phase speedups with intervals, the ideal speedup of what `plan`
-        really removes, whether the realized speedup exceeds it beyond the interval, KV ratio, the job and
-        every repeat of both models."""
-        speedups = self.speedups()
-        ideal = ideal_speedup(prof, plan)
-        kv = (
-            self.pruned.kv_cache_bytes / self.original.kv_cache_bytes
-            if self.original.kv_cache_bytes
-            else None
-        )
-        return {
-            "speedup": {phase: None if est is None else est.to_dict() for phase, est in speedups.items()},
-            "ideal_speedup": ideal,
-            "exceeds_ideal": exceeds_ideal(speedups["generate"], ideal),
-            "alternated": self.alternated,
-            "kv_ratio": kv,
-            "job": asdict(self.original.job),
-            "profile_shares": prof.shares(),
-            "original": self.original.to_dict(),
-            "pruned": self.pruned.to_dict(),
-        }
-
-
-def baseline_record(original: Timing) -> dict:
-    """A baseline's `speed` in the record layout: the original against itself is 1 by definition (not a
-    measured ratio, so no ratios), beside its own times."""
-    one = {"median": 1.0, "low": 1.0, "high": 1.0, "ratios": []}
-    return {
-        "speedup": {phase: None if original.runs(phase) is None else one for phase in PHASES},
-        "ideal_speedup": 1.0,
-        "exceeds_ideal": False,
-        "kv_ratio": 1.0,
-        "job": asdict(original.job),
-        "original": original.to_dict(),
-    }
-
-
 def pair_fits(pruned: PreTrainedModel, original_bytes: int, job: Job) -> bool:
     """Whether an original of `original_bytes` weights can be loaded beside `pruned` and still run `job`."""
     estimate = memory.estimate_memory(pruned, job)
@@ -356,17 +284,18 @@ def pair_fits(pruned: PreTrainedModel, original_bytes: int, job: Job) -> bool:
 
 def alternate(
     original: PreTrainedModel, pruned: PreTrainedModel, job: Job, tick: Callable[[], None] = no_progress
-) -> PairTiming:
+) -> tuple[Timing, Timing]:
     """The original and `pruned` timed A B A B ... on `job` (see `measure_alternating`)."""
     timings = measure_alternating([original, pruned], job, ["none", "pruned"], tick)
-    return PairTiming(*timings, alternated=True)
+    return timings[0], timings[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # Where the time goes: the profile behind the ideal speedup
 # ---------------------------------------------------------------------------------------------
-def profile(model: PreTrainedModel, job: Job) -> Profile:
-    """Time every attention, MLP and block of an original (unpruned, warmed-up) model over one `generate`.
+def profile(model: PreTrainedModel, job: Job, calls: int = 3) -> Profile:
+    """Time every attention, MLP and block of an original (unpruned, warmed-up) model over `calls` `generate`
+    calls and keep the median one, so one call slowed by other work on the machine does not set the ideal.
 
     A branch is timed from its pre-norm's call to its output (Gemma2/3: the post-norm), i.e. everything a
     drop removes. Every timed module syncs the device twice, which inflates the module times a little
@@ -377,16 +306,22 @@ def profile(model: PreTrainedModel, job: Job) -> Profile:
     device = _check_model(model, job)
     adapter = adapter_for(model)
     ids = _prompt(model, job)
+    kinds = ("attn", "mlp", "block")
+    profiles = []
     with contextlib.ExitStack() as stack:
-        spans = {"attn": [], "mlp": [], "block": []}
+        spans = {kind: [] for kind in kinds}
         for layer in adapter.layers(model):
             for kind in ("attn", "mlp"):
                 branch = adapter.branch(kind)
                 first, last = layer.get_submodule(branch.norm), layer.get_submodule(branch.output)
                 spans[kind].append(stack.enter_context(_spans(first, last, device)))
             spans["block"].append(stack.enter_context(_spans(layer, layer, device)))
-        start = _now(device)
-        _generate(model, ids, job)
-        total = _now(device) - start
-    attn, mlp, block = (tuple(sum(times) for times in spans[kind]) for kind in ("attn", "mlp", "block"))
-    return Profile(total, attn, mlp, block)
+        for _ in range(calls):
+            for times in (t for kind in kinds for t in spans[kind]):
+                times.clear()
+            start = _now(device)
+            _generate(model, ids, job)
+            total = _now(device) - start
+            profiles.append(Profile(total, *(tuple(sum(t) for t in spans[kind]) for kind in kinds)))
+    # The median call as a whole, not per-module medians: its module times add up within its own total.
+    return sorted(profiles, key=lambda p: p.total_s)[len(profiles) // 2]
