@@ -3,6 +3,7 @@
 python experiments/run.py method=attn method.n=8
 python experiments/run.py -m method=attn,mlp,block,joint method.n=4,8,12 mode=one_shot,iterative
 python experiments/run.py -m experiment=table2
+python experiments/run.py -m experiment=table2 model=llama3-70b dry_run=true   # list the runs, load nothing
 """
 
 from pathlib import Path
@@ -16,6 +17,9 @@ from whatmatters import experiment
 
 @hydra.main(config_path="../conf", config_name="run", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    if cfg.dry_run:
+        print(experiment.dry_run(cfg))
+        return
     record = experiment.run(cfg, Path(HydraConfig.get().runtime.output_dir))
     print(experiment.summary(record))
 

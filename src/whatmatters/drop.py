@@ -56,6 +56,9 @@ def one_shot_drop(
     """Drop the n lowest-scored modules of `target` from `model` (in place), from given scores."""
     check_scores_fit(scores, model)
     plan = make_plan(scores, target, n, ratio, consecutive=consecutive, remove_residual=remove_residual)
+    done = getattr(model.config, "drop_plan", None)
+    if done is not None:  # an already pruned model: the new cuts come on top of its own
+        plan = _combine(Plan.from_dict(done), plan)
     apply_plan(model, plan)
     return DropResult(plan, scores, forward_equivalents=scores.meta.get("forward_equivalents", 1.0))
 
@@ -104,6 +107,18 @@ def iterative_drop(
     plan = Plan(**(plan.to_dict() | {"meta": plan.meta | {"n": count, "criterion": criterion}}))
     model.config.drop_plan = plan.to_dict()
     return DropResult(plan, first, steps, cost)
+
+
+def _combine(done: Plan, new: Plan) -> Plan:
+    """The cuts a pruned model already has plus a new plan's (both index the original layers)."""
+    both = {f: sorted(set(getattr(done, f)) | set(getattr(new, f))) for f in PLAN_FIELDS.values()}
+    clash = set(both["blocks"]) & (set(both["attn"]) | set(both["mlp"]))
+    if clash:
+        raise ValueError(
+            f"The model already dropped sub-layers of layers {sorted(clash)} that the new plan drops whole; "
+            "plan the block drop on the original model instead"
+        )
+    return Plan(done.num_layers, **both, remove_residual=new.remove_residual, meta=new.meta)
 
 
 def _extend(plan: Plan, kind: str, layer: int) -> Plan:

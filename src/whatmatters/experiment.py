@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import lm_eval
@@ -18,22 +20,34 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters import evaluate, memory, metrics, quant, speed, timing, tracking
-from whatmatters.drop import check_mode
+from whatmatters import evaluate, memory, metrics, models, quant, speed, timing, tracking, validate
 from whatmatters.results import ResultsStore, RunRecord, config_key
-from whatmatters.runs import apply_method, load_model, load_with_data, save_scores
+from whatmatters.runs import apply_cell, apply_method, load_model, load_with_data, save_scores
 from whatmatters.scores import Scores, compute_scores
 
-MODEL_KEYS = ("name_or_path", "dtype", "revision", "random_init")
+MODEL_KEYS = ("name_or_path", "dtype", "revision", "random_init", "device_map")
 
 
 def _spec(cfg: DictConfig, *parts: str) -> dict:
-    """The parts of the config that determine a run's numbers (never paths of outputs or logging)."""
+    """The parts of the config that determine a run's numbers (never paths of outputs or logging).
+
+    Beyond the config groups: which weights (config hash, weight files, Hub commit), the device type, the
+    eval tasks' shots and metrics as the code defines them, and the package version, so a record made
+    with other weights, hardware or code is never reused for this run.
+    """
     spec = {part: OmegaConf.to_container(cfg[part], resolve=True) for part in parts}
-    if "model" in spec:  # a checkpoint revision or random init only enters the key when set
+    if "model" in spec:  # a checkpoint revision, random init or device map only enters the key when set
         model = spec["model"]
         spec["model"] = {k: model.get(k) for k in MODEL_KEYS if k in MODEL_KEYS[:2] or model.get(k)}
-    return spec | {"seed": cfg.seed}
+        spec["weights"] = models.fingerprint(cfg.model.name_or_path, cfg.model.get("revision"))
+        spec["device_type"] = torch.device(models.device_for(cfg.device)).type
+    if "data" in spec:  # everything else the scores depend on
+        method = cfg.get("method") or {}
+        angular = method.get("angular", "mean") if method.get("consecutive") else None
+        spec["scoring"] = {"batch_size": cfg.batch_size, "angular": angular}
+    if "eval" in spec:
+        spec["eval_tasks"] = [asdict(task) for task in evaluate.task_specs(cfg.eval.suite)]
+    return spec | {"seed": cfg.seed, "version": version("whatmatters")}
 
 
 def _quant(cfg: DictConfig) -> dict:
@@ -138,6 +152,7 @@ def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores
         batch_size=cfg.batch_size,
         criterion=cfg.criterion,
         angular=cfg.method.consecutive,
+        angular_tokens=cfg.method.angular,
         seed=cfg.seed,
     )
     scores.save(path)
@@ -153,10 +168,29 @@ def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> Run
     return record
 
 
+def prepare(cfg: DictConfig) -> tuple[DictConfig, validate.Checked]:
+    """The config a run executes (a paper-table cell expanded to its method), checked before anything
+    loads or is written: a bad value fails here in seconds (validate.check)."""
+    cfg = apply_cell(cfg)
+    return cfg, validate.check(cfg, "run")
+
+
+def dry_run(cfg: DictConfig) -> str:
+    """The run this config would make, one line (model, method, n, mode, criterion), after the checks."""
+    cfg, checked = prepare(cfg)
+    m = cfg.method
+    n = m.n if m.n is not None else checked.count
+    amount = f"n={n}" if m.ratio is None else f"n={n if n is not None else '?'} (ratio {m.ratio})"
+    layers = f"of {checked.num_layers} layers" if checked.num_layers else "layers unknown"
+    extras = [x for x in ("consecutive" * bool(m.consecutive), "no_residual" * bool(m.remove_residual)) if x]
+    return "  ".join(
+        [f"[dry run] {cfg.model.name}", m.target, amount, cfg.mode, cfg.criterion, layers, *extras]
+    )
+
+
 def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     """One config of the grid, end to end; returns its record (the stored one if it already ran)."""
-    check_mode(cfg.mode)
-    evaluate.check_suite(cfg.eval)  # the paper suite offline fails here, before any model loads
+    cfg, _ = prepare(cfg)
     store = ResultsStore(cfg.results_dir)
     key = run_key(cfg)
     if (stored := store.get(key)) is not None:

@@ -9,6 +9,7 @@ family; its weights are under the Gemma terms of use, so it is installed only on
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -23,6 +24,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -135,12 +137,15 @@ def load(
     revision: str | None = None,
     random_init: bool = False,
     seed: int = 0,
+    device_map: str | dict | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model (eval mode, on `device`) and tokenizer; errors name the path and the fix.
 
     `revision` picks a Hub branch or tag, e.g. an intermediate training checkpoint. `random_init` keeps
     the architecture and tokenizer but draws fresh weights (seeded): the untrained reference against
-    which redundancy is shown to be learned.
+    which redundancy is shown to be learned. `device_map` ("auto", or accelerate's module -> device
+    dict) spreads a model too big for one GPU over the visible devices instead of moving it to `device`;
+    accelerate's hooks then move each layer's inputs to that layer's device.
     """
     if dtype not in DTYPES:
         raise ValueError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
@@ -151,11 +156,63 @@ def load(
             torch.manual_seed(seed)
             config = AutoConfig.from_pretrained(where, revision=revision)
             model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype])
+            if device_map is not None:
+                model = dispatch(model, device_map)
         else:
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=DTYPES[dtype], revision=revision)
+            # With a device_map the weights go straight to their devices, never all through one.
+            model = AutoModelForCausalLM.from_pretrained(
+                where, dtype=DTYPES[dtype], revision=revision, device_map=device_map
+            )
     except (OSError, ValueError, SafetensorError) as err:  # missing files, bad JSON, truncated weights
         raise ModelLoadError(
             f"Could not load {name_or_path!r} ({err.__class__.__name__}: {err}). A local folder must be "
             "complete (config.json, weights, tokenizer); a Hub id needs network access or a local HF cache."
         ) from err
-    return model.to(device).eval(), tokenizer
+    return (model if device_map is not None else model.to(device)).eval(), tokenizer
+
+
+def dispatch(model: PreTrainedModel, device_map: str | dict) -> PreTrainedModel:
+    """An in-memory model spread over devices as accelerate's `device_map` says ("auto": by free memory)."""
+    from accelerate import dispatch_model, infer_auto_device_map  # only multi-device runs need it
+
+    if device_map == "auto":
+        device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules)
+    return dispatch_model(model, device_map=device_map)
+
+
+def model_config(
+    name_or_path: str, revision: str | None = None, shape: str | None = None
+) -> PreTrainedConfig | None:
+    """The model's config.json without its weights, from local files only (a Hub id: the HF cache), or None.
+
+    Never the network: its retries take minutes offline. `shape` names a paper model of
+    `whatmatters.shapes`, whose known config stands in for an uncached Hub id, so a paper preset is
+    still checked offline.
+    """
+    try:
+        return AutoConfig.from_pretrained(resolve(name_or_path), revision=revision, local_files_only=True)
+    except (OSError, ValueError):
+        from whatmatters import shapes  # imports this module: import here, not at the top
+
+        return shapes.config(shape) if shape in shapes.SHAPES else None
+
+
+def fingerprint(name_or_path: str, revision: str | None = None) -> dict:
+    """What identifies the weights a run used, cheaply: the config's hash, and the weight files' names and
+    sizes (a local folder) or the Hub commit the revision resolved to (from the local HF cache)."""
+    out: dict = {"path": name_or_path, "revision": revision}
+    try:
+        where = Path(resolve(name_or_path))
+    except ModelLoadError:
+        return out
+    if (where / "config.json").is_file():
+        out["config_sha256"] = hashlib.sha256((where / "config.json").read_bytes()).hexdigest()[:16]
+        out["weights"] = {f.name: f.stat().st_size for f in sorted(where.glob("*.safetensors"))}
+        return out
+    from huggingface_hub import try_to_load_from_cache  # a Hub id: the cached commit, if any
+
+    cached = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
+    if isinstance(cached, str):
+        out["commit"] = Path(cached).parent.name  # snapshots/<commit>/config.json
+        out["config_sha256"] = hashlib.sha256(Path(cached).read_bytes()).hexdigest()[:16]
+    return out

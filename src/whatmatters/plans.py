@@ -127,13 +127,34 @@ def make_plan(
 
 
 def _span_plan(scores: Scores, n: int) -> Plan:
-    """Drop layers l..l+n-1 where the stream changes least: min over l of angular(h_l, h_{l+n})."""
+    """Drop layers l..l+n-1 where the stream changes least: min over l of angular(h_l, h_{l+n}).
+
+    `angular` is indexed by the layers that ran (`meta["kept_layers"]`, original numbers): on an already
+    pruned model a span is n layers consecutive in it, named by their original numbers (plans index the
+    original model).
+    """
     if scores.angular is None:
         raise ValueError("consecutive block drop needs angular distances; score with angular=true")
     num_layers = scores.num_layers
+    kept = list(scores.meta.get("kept_layers", range(num_layers)))
+    if len(scores.angular) != len(kept) + 1:
+        raise ValueError(
+            f"The angular distances cover {len(scores.angular) - 1} layers but the scores' kept_layers "
+            f"list {len(kept)}: this scores.json does not describe one model; re-score it"
+        )
+    if n >= len(kept):
+        raise ValueError(
+            f"Cannot drop a span of {n} blocks: the model has {len(kept)}; use n <= {len(kept) - 1}"
+        )
     if n == 0:
         return Plan(num_layers, meta={"target": "block", "n": 0, "mode": "consecutive"})
-    distances = {start: scores.angular[start][start + n] for start in range(num_layers - n + 1)}
+    distances = {start: scores.angular[start][start + n] for start in range(len(kept) - n + 1)}
     start = min(distances, key=lambda s: (distances[s], s))
-    meta = {"target": "block", "n": n, "mode": "consecutive", "angular_distance": distances[start]}
-    return Plan(num_layers, blocks=range(start, start + n), meta=meta)
+    meta = {
+        "target": "block",
+        "n": n,
+        "mode": "consecutive",
+        "angular": scores.meta.get("angular", "mean"),
+        "angular_distance": distances[start],
+    }
+    return Plan(num_layers, blocks=kept[start : start + n], meta=meta)

@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from whatmatters import data, models
-from whatmatters.drop import DropResult, check_mode, iterative_drop, one_shot_drop
+from whatmatters import data, models, validate
+from whatmatters.drop import DropResult, iterative_drop, one_shot_drop
+from whatmatters.plans import TARGETS
 from whatmatters.plots import importance_heatmap
 from whatmatters.scores import Scores, atomic_write_text, compute_scores
+from whatmatters.validate import ConfigError
 
 
 def load_model(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -21,7 +23,10 @@ def load_model(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
     m = cfg.model
     device = models.device_for(cfg.device)
     extra = {"revision": m.get("revision"), "random_init": m.get("random_init", False), "seed": cfg.seed}
-    return models.load(m.name_or_path, m.dtype, device, **extra)
+    device_map = m.get("device_map")
+    if isinstance(device_map, DictConfig):  # an explicit accelerate map, module name -> device
+        device_map = OmegaConf.to_container(device_map)
+    return models.load(m.name_or_path, m.dtype, device, device_map=device_map, **extra)
 
 
 def load_with_data(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, torch.Tensor]:
@@ -45,10 +50,17 @@ def save_scores(cfg: DictConfig, scores: Scores, out_dir: Path) -> None:
 
 def score(cfg: DictConfig, out_dir: Path) -> Scores:
     """Load model and calibration data, score every layer, write scores.json and heatmap.png."""
+    validate.check(cfg, "score")
     start = time.perf_counter()
     model, _, ids = load_with_data(cfg)
     scores = compute_scores(
-        model, ids, batch_size=cfg.batch_size, criterion=cfg.criterion, angular=cfg.angular, seed=cfg.seed
+        model,
+        ids,
+        batch_size=cfg.batch_size,
+        criterion=cfg.criterion,
+        angular=cfg.angular is not None,
+        angular_tokens=cfg.angular or "mean",
+        seed=cfg.seed,
     )
     scores.meta["wall_s"] = round(time.perf_counter() - start, 1)
     save_scores(cfg, scores, out_dir)
@@ -72,18 +84,43 @@ def apply_method(
             batch_size=cfg.batch_size,
             criterion=cfg.criterion,
             angular=method.consecutive,
+            angular_tokens=method.angular,
             seed=cfg.seed,
         )
     return one_shot_drop(model, scores, method.target, **amount, consecutive=method.consecutive)
+
+
+def apply_cell(cfg: DictConfig) -> DictConfig:
+    """The config with its paper-table cell (`cell=attn-16`: n, `cell=attn-0.25`: a fraction) as its method.
+
+    The experiment sweeps (conf/experiment/table*.yaml) sweep cells rather than method x n, because the
+    paper's tables are not grids: Llama-2-13B has Attn-16 but no Block-16.
+    """
+    cell = cfg.get("cell")
+    if cell is None:
+        return cfg
+    target, _, amount = str(cell).rpartition("-")
+    try:
+        value = float(amount) if "." in amount else int(amount)
+    except ValueError:
+        value = None
+    if target not in TARGETS or value is None:
+        raise ConfigError(
+            f"cell={cell!r} is not a table cell: expected <target>-<n> or <target>-<fraction> with target "
+            f"one of {TARGETS}, e.g. attn-16 or attn-0.25. Fix: correct the cell or the model's `grids`"
+        )
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.method.target = target
+        cfg.method.n, cfg.method.ratio = (value, None) if isinstance(value, int) else (None, value)
+    return cfg
 
 
 def drop(cfg: DictConfig, out_dir: Path) -> dict:
     """Score (or reuse scores.json), plan, drop, save the pruned model; returns the run's summary."""
     start = time.perf_counter()
     method = cfg.method
-    check_mode(cfg.mode)
-    if cfg.mode == "iterative" and cfg.scores_path:
-        raise ValueError("iterative mode re-scores the pruned model itself; drop scores_path or use one_shot")
+    validate.check(cfg, "drop")
     model, tokenizer, ids = load_with_data(cfg)
     params_before = model.num_parameters()
     scores = Scores.load(cfg.scores_path) if cfg.scores_path else None
