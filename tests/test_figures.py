@@ -157,3 +157,16 @@ def test_one_heatmap_per_scoring_setting_and_disagreeing_scores_are_an_error():
     assert "run cos" in runs[0][1]
     with pytest.raises(ValueError, match="two sets of scores"):
         plots.heatmap_runs([cosine, record("attn", 8, 40.0, key="other", scores=shuffled)])
+
+
+def test_heatmap_script_titles_name_the_model_criterion_data_and_scores_file(tmp_path, monkeypatch):
+    heatmap = load_script("heatmap")
+    monkeypatch.setattr(heatmap, "HERE", tmp_path)
+    meta = {"model": "m", "criterion": "magnitude", "data": "lee", "num_samples": 16, "seq_len": 2048}
+    Scores(attn=[0.3, 0.1], mlp=[0.9, 0.1], block=[0.9, 0.2], meta=meta).save(
+        tmp_path / "run1" / "scores.json"
+    )
+    written = heatmap.main([str(tmp_path / "run1" / "scores.json")])
+    assert [p.name for p in written] == ["heatmap_m.png", "heatmap_m.pdf"]
+    title = heatmap.title(Scores.load(tmp_path / "run1" / "scores.json"), tmp_path / "run1" / "scores.json")
+    assert title == f"m: magnitude importance, data lee 16 x 2048 ({tmp_path / 'run1' / 'scores.json'})"
