@@ -85,6 +85,7 @@ def test_written_files_carry_notes_keys_and_folded_cells(tmp_path):
     )
     assert "| 48.0 ± 1.0 " in text  # the score with its stderr in one cell
     assert "Avg = mean of wm_cloze in %, measured here on the embedded suite" in text
+    assert "ΔAvg = the row minus the Baseline row (none0) on the same docs" in text
     assert pd.read_csv(csv)["key"].tolist() == ["none0", "attn8"]
     assert "\\begin{tabular}" in tex.read_text()
 

@@ -148,7 +148,8 @@ def _speed_columns(r: RunRecord) -> dict[str, Any]:
     if speed.extra.get("not_timed"):  # a quantization scheme without a kernel on that device (quant.untimed)
         row |= {"speedup": None, "speedup flag": "not timed: no kernel"}
     row["KV ratio"] = speed.kv_ratio
-    row["KV MiB"] = (speed.pruned or {}).get("kv_cache_bytes", math.nan) / 2**20
+    measured = speed.pruned or speed.original or {}  # a baseline record times the original only
+    row["KV MiB"] = measured.get("kv_cache_bytes", math.nan) / 2**20
     return row
 
 
@@ -254,6 +255,12 @@ def _column_rank(column: str) -> int:
     return COLUMN_ORDER.index(base) if base in COLUMN_ORDER else COLUMN_ORDER.index("")
 
 
+def _baseline_name(chosen: list[RunRecord]) -> str:
+    """The row every ΔAvg is taken against (build_table: the first baseline row), by label and key."""
+    base = next((r for r in chosen if r.is_baseline), None)
+    return f"{method_label(base)} row ({base.key})" if base else "baseline (none in this table)"
+
+
 def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
     """What the table's columns mean, read from its records: setting, protocol, chance levels, speed job."""
     if not chosen:
@@ -276,9 +283,9 @@ def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
     notes += [
         f"`±` after a score = lm-eval standard error. Avg = mean of {averaged} in %, measured here on the "
         f"{chosen[0].eval.suite} suite: not the paper's tasks or models.",
-        "ΔAvg = pruned minus baseline on the same docs, ± its paired standard error (per-doc differences; "
-        "tasks combined in quadrature); `unpaired` = a record without per-doc values, plain difference, "
-        "no SE.",
+        f"ΔAvg = the row minus the {_baseline_name(chosen)} on the same docs, ± its paired standard error "
+        "(per-doc differences; tasks combined in quadrature); `unpaired` = a record without per-doc values, "
+        "plain difference, no SE.",
         "Speedup = t_original / t_pruned of the same job (speed.* above), median [95% interval] of the "
         "paired repeats where the record has them; `> ideal` flags a speedup whose interval lies above "
         "what the plan can gain at most (a timing fault). SDR = ΔAvg / ((speedup - 1) x 100), with its "
