@@ -12,6 +12,7 @@ from whatmatters.scores import Scores, compute_scores
 from whatmatters.surgery import apply_plan
 
 IDS = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(1))
+NAN = float("nan")
 
 
 def amplifier_model() -> torch.nn.Module:
@@ -102,3 +103,24 @@ def test_scores_of_a_pruned_model_are_indexed_by_original_layers():
     assert scores.meta["kept_layers"] == [0, 1, 3]
     nan = [i for i in range(4) if scores.attn[i] != scores.attn[i]]
     assert nan == [0, 2] and scores.block[2] != scores.block[2] and scores.mlp[0] == scores.mlp[0]
+
+
+@torch.no_grad()
+def test_a_span_drop_on_a_pruned_model_cuts_the_span_it_measured():
+    model = apply_plan(tiny_model("llama", num_hidden_layers=6), Plan(6, blocks=(1,)))
+    scores = compute_scores(model, IDS, progress=False)  # angular over the 5 kept layers 0, 2, 3, 4, 5
+    kept = scores.meta["kept_layers"]
+    start = min(range(len(kept) - 1), key=lambda p: (scores.angular[p][p + 2], p))
+    result = one_shot_drop(model, scores, "block", n=2, consecutive=True)
+    assert result.plan.blocks == tuple(sorted([1, *kept[start : start + 2]]))  # the old cut stays
+    assert len(model.model.layers) == 3 and model.config.drop_plan["blocks"] == list(result.plan.blocks)
+
+
+def test_a_one_shot_drop_on_a_pruned_model_adds_to_its_cuts():
+    model = apply_plan(tiny_model("llama"), Plan(4, attn=(3,)))
+    result = one_shot_drop(model, compute_scores(model, IDS, progress=False), "attn", n=1)
+    assert len(result.plan.attn) == 2 and 3 in result.plan.attn
+    blocks_over_attn = apply_plan(tiny_model("llama"), Plan(4, attn=(0, 1, 2)))
+    scores = Scores(attn=[NAN, NAN, NAN, 0.5], mlp=[0.5] * 4, block=[0.1, 0.9, 0.9, 0.9])
+    with pytest.raises(ValueError, match=r"already dropped sub-layers of layers \[0\]"):
+        one_shot_drop(blocks_over_attn, scores, "block", n=1)

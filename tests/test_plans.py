@@ -108,3 +108,23 @@ def test_plan_json_round_trip(tmp_path):
     plan.save(tmp_path / "plan.json")
     back = Plan.load(tmp_path / "plan.json")
     assert back == plan and back.meta == plan.meta
+
+
+def test_a_span_on_a_pruned_model_is_named_by_its_kept_layers():
+    # Block 1 of 6 already dropped: angular[p][q] is indexed by position among the kept layers 0, 2, 3, 4, 5.
+    kept = [0, 2, 3, 4, 5]
+    angular = [[abs(i - j) * 0.1 for j in range(len(kept) + 1)] for i in range(len(kept) + 1)]
+    angular[1][3] = 0.01  # positions 1, 2 = original layers 2, 3
+    pruned = scores(block=[0.95, NAN, 0.2, 0.1, 0.15, 0.7], angular=angular)
+    pruned.meta["kept_layers"] = kept
+    plan = make_plan(pruned, "block", n=2, consecutive=True)
+    assert plan.blocks == (2, 3)
+    with pytest.raises(ValueError, match="the model has 5; use n <= 4"):
+        make_plan(pruned, "block", n=5, consecutive=True)
+
+
+def test_span_and_kept_layers_that_disagree_are_refused():
+    mismatched = scores(angular=[[0.0] * 7 for _ in range(7)])
+    mismatched.meta["kept_layers"] = [0, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="does not describe one model"):
+        make_plan(mismatched, "block", n=2, consecutive=True)

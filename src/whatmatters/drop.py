@@ -21,11 +21,6 @@ MODES = ("one_shot", "iterative")
 PLAN_FIELDS = {"attn": "attn", "mlp": "mlp", "block": "blocks"}  # score kind -> Plan field
 
 
-def check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; choose one of {MODES}")
-
-
 @dataclass
 class DropResult:
     plan: Plan

@@ -1,0 +1,96 @@
+"""Keys that cannot collide: a stored record or cached score is reused only for exactly the same inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from whatmatters import experiment
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def base(tmp_path, tiny_llama_dir) -> list[str]:
+    return [
+        f"model.name_or_path={tiny_llama_dir}",
+        "model.name=tiny-llama",
+        "eval.suite=[wm_cloze]",
+        "device=cpu",
+        "method.n=2",
+        f"results_dir={tmp_path / 'results'}",
+    ]
+
+
+def cfg(base: list[str], *extra: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("run", overrides=[*base, *extra])
+
+
+def score_key(c) -> dict:
+    """What `experiment._one_shot_scores` hashes (unquantized)."""
+    return experiment._spec(c, "model", "data") | {"c": c.criterion}
+
+
+def test_score_cache_key_covers_the_angular_setting_of_span_runs(base):
+    plain = score_key(cfg(base, "method=block"))
+    span = score_key(cfg(base, "method=block", "method.consecutive=true"))
+    last = score_key(cfg(base, "method=block", "method.consecutive=true", "method.angular=last_token"))
+    assert len({json.dumps(k, sort_keys=True) for k in (plain, span, last)}) == 3
+    # Without a span the angular setting computes nothing, so it must not split the cache.
+    assert score_key(cfg(base, "method.angular=last_token")) == score_key(cfg(base))
+
+
+def test_score_cache_key_covers_the_scoring_batch_size(base):
+    assert score_key(cfg(base, "batch_size=4")) != score_key(cfg(base))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ["model.dtype=bfloat16"],
+        ["model.revision=step-1000"],
+        ["model.device_map=auto"],
+        ["eval.limit=10"],
+        ["eval.suite=[wm_nextsent]"],
+        ["method.angular=last_token", "method=block", "method.consecutive=true"],
+        ["batch_size=2"],
+    ],
+)
+def test_run_and_baseline_keys_change_with_what_changes_the_numbers(base, change):
+    before, after = cfg(base), cfg(base, *change)
+    assert experiment.run_key(after) != experiment.run_key(before)
+    if not any(c.startswith(("method", "batch_size")) for c in change):
+        assert experiment.baseline_key(after) != experiment.baseline_key(before)
+
+
+def test_run_key_covers_the_device_type(base, monkeypatch):
+    cpu = experiment.run_key(cfg(base))
+    monkeypatch.setattr("whatmatters.models.device_for", lambda name: "cuda")
+    assert experiment.run_key(cfg(base)) != cpu
+
+
+def test_run_key_covers_the_package_version(base, monkeypatch):
+    now = experiment.run_key(cfg(base))
+    monkeypatch.setattr(experiment, "version", lambda name: "9.9.9")
+    assert experiment.run_key(cfg(base)) != now
+
+
+def test_run_key_covers_the_weights_at_the_same_path(base, tiny_llama_dir):
+    before = experiment.run_key(cfg(base))
+    config = json.loads((tiny_llama_dir / "config.json").read_text())
+    (tiny_llama_dir / "config.json").write_text(json.dumps(config | {"rms_norm_eps": 1e-3}))
+    changed_config = experiment.run_key(cfg(base))
+    with (tiny_llama_dir / "model.safetensors").open("ab") as f:
+        f.write(b"\0" * 8)  # other weights of another size: a re-saved or swapped checkpoint
+    assert len({before, changed_config, experiment.run_key(cfg(base))}) == 3
+
+
+def test_the_keys_record_what_they_cover(base):
+    spec = experiment._spec(cfg(base), "model", "data", "eval")
+    assert spec["device_type"] == "cpu" and spec["version"]
+    assert set(spec["weights"]) >= {"path", "config_sha256", "weights"}
+    assert spec["eval_tasks"][0]["name"] == "wm_cloze" and "shots" in spec["eval_tasks"][0]
