@@ -199,7 +199,7 @@ def untimed(speed_record: dict, spec: QuantSpec, device: str) -> dict:
     sides = {
         side: {k: v for k, v in speed_record[side].items() if k.startswith("kv_")}
         for side in ("original", "pruned")
-        if side in speed_record
+        if speed_record.get(side)  # a baseline record times one side only
     }
     reason = (
         f"torchao {spec.scheme} has no quantized kernel on {device}: its linear dequantizes the weight on "
