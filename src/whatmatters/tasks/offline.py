@@ -35,7 +35,7 @@ class OfflineTask:
     stock: str  # the stock task YAML, relative to lm_eval/tasks/
     splits: dict[str, str | None]  # split overrides (the stock train split is missing offline)
     note: str  # what differs from stock lm-eval with the hub data, for README and table notes
-    fixed_shots: bool = False  # shots drawn from the split scored: the fixed protocol uses first_n
+    fixed_shots: bool = False  # shots sampled per doc: the fixed protocol swaps in lm-eval's first_n
     subtasks: tuple[str, ...] = field(default=())
 
 
@@ -125,6 +125,7 @@ OFFLINE = {
         },  # fmt: skip
         "test (1172) rebuilt from oe_eval_tasks/arc_challenge/test_rc_5shot, choice labels re-lettered; "
         "no train split offline: shots drawn from validation (299, disjoint from test)",
+        fixed_shots=True,
     ),
 }
 
@@ -265,7 +266,7 @@ def task_dir(fixed_shots: bool = False) -> Path:
     """A folder of the offline task YAMLs for `TaskManager(include_path=...)`, written once per version.
 
     `fixed_shots` swaps lm-eval's per-doc random shots for its `first_n` sampler (one shot set per task)
-    where shots come from the scored split; MMLU (dev, first_n) and 0-shot tasks are the same either way.
+    for the tasks that sample shots per doc; MMLU (dev, first_n) and 0-shot tasks are the same either way.
     """
     from whatmatters.models import cache_dir
 
