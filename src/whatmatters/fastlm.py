@@ -11,8 +11,8 @@ context four times, once per ending, and a few-shot preamble shared by every doc
    tokens shared by every window below it;
 3. the tree is walked depth first; the children of a node are computed in batches of `batch_size` rows on
    top of the node's KV cache (repeated per row, never recomputed), right-padded as HFLM pads them, and a
-   child with children of its own keeps only its new KV slice, so memory stays bounded by one root-to-leaf
-   chain plus one batch.
+   child with children of its own keeps only its new KV slice: memory holds the current root-to-node
+   chain and one batch of slices per level of it, never the whole tree's cache.
 
 Caches are built from `DynamicCache(config=model.config)`, as the model's own forward builds them: a
 pruned model (`whatmatters.surgery.apply_plan`) gets one layer per kept attention, and sliding-window
@@ -23,6 +23,7 @@ shared prefix is computed once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,9 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
+log = logging.getLogger(__name__)
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per cache layer: keys, values of shape (1, H, T, D)
 CPU_AUTO_BATCH = 16  # rows per forward for batch_size="auto" off CUDA, where HFLM's probing takes minutes
@@ -113,6 +116,16 @@ def radix_tree(seqs: list[tuple[int, ...]]) -> tuple[_Node, list[_Node]]:
     return root, ends
 
 
+def _tokens(root: _Node) -> int:
+    """Tokens in the tree: what one pass over it computes (padding aside)."""
+    total, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        total += node.end - node.start
+        stack += node.children
+    return total
+
+
 class PrefixSharingLM(HFLM):
     """`HFLM` over an in-memory model whose log-likelihoods compute every shared prefix once.
 
@@ -136,12 +149,18 @@ class PrefixSharingLM(HFLM):
         if self.backend != "causal":
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         self._check_cache_layout()
-        windows, targets = [], []
+        windows, targets, truncated = [], [], 0
         for _, context_enc, continuation_enc in requests:
             # HFLM's own preconditions and truncation: the same window, the same scored positions.
             assert len(context_enc) > 0 and 0 < len(continuation_enc) <= self.max_length
+            truncated += len(context_enc) + len(continuation_enc) > self.max_length + 1
             windows.append(tuple((context_enc + continuation_enc)[-(self.max_length + 1) :][:-1]))
             targets.append(continuation_enc)
+        if truncated:
+            log.warning(
+                f"{truncated} of {len(requests)} requests exceed max_length={self.max_length}: "
+                "truncated from the left, as HFLM truncates them"
+            )
         distinct = sorted(set(windows))
         root, ends = radix_tree(distinct)
         index = {w: i for i, w in enumerate(distinct)}
@@ -151,9 +170,19 @@ class PrefixSharingLM(HFLM):
         self._logprob = torch.zeros(len(requests), dtype=torch.float64)
         self._greedy = torch.ones(len(requests), dtype=torch.bool)
         self._rows = override_bs or self._batch_rows()
-        with torch.no_grad():
-            self._expand(root, _State(0, []))
-        res = [(float(lp), bool(g)) for lp, g in zip(self._logprob, self._greedy, strict=True)]
+        self._pbar = tqdm(
+            total=_tokens(root),
+            disable=disable_tqdm or self.rank != 0,
+            desc="Prefix-shared tokens",
+            unit="tok",
+        )
+        try:
+            with torch.no_grad():
+                self._expand(root, _State(0, []))
+            res = [(float(lp), bool(g)) for lp, g in zip(self._logprob, self._greedy, strict=True)]
+        finally:
+            self._pbar.close()
+            del self._seqs, self._logprob, self._greedy, self._pbar  # the tree's memory goes with them
         for (request_str, _, _), answer in zip(requests, res, strict=True):
             if request_str is not None:  # rolling windows are cached per document by loglikelihood_rolling
                 self.cache_hook.add_partial("loglikelihood", request_str, answer)
@@ -182,9 +211,8 @@ class PrefixSharingLM(HFLM):
         """Attach request j's scored positions (its window's last len(cont)) to the nodes that hold them."""
         first = length - len(cont)
         node: _Node | None = end
-        while (
-            node is not None and node.end > first
-        ):  # walk up from the window's end to its first scored token
+        # Walk up from the window's end to the node holding its first scored position.
+        while node is not None and node.end > first:
             for pos in range(max(node.start, first), node.end):
                 node.needs.append((pos - node.start, cont[pos - first], j))
             node = node.parent
@@ -208,6 +236,7 @@ class PrefixSharingLM(HFLM):
         rows = [list(self._seqs[c.rep][c.start : c.end]) + [0] * (width - c.end + c.start) for c in batch]
         ids = torch.tensor(rows, dtype=torch.long, device=self.device)
         self.tokens_computed += sum(lengths)
+        self._pbar.update(sum(lengths))
         self.tokens_padded += len(batch) * width - sum(lengths)
 
         cache = DynamicCache(config=self.model.config)
