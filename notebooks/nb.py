@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from hydra import compose, initialize_config_dir
+from IPython.display import Image, display
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -48,9 +49,14 @@ def gemma_installed() -> bool:
     return importlib.util.find_spec(GEMMA_PACKAGE) is not None
 
 
-def save(fig: plt.Figure, name: str) -> Path:
-    """Save `fig` as figures/<name>.png (a stable name the README links to) and return the path."""
+def save(fig: plt.Figure, name: str) -> None:
+    """Save `fig` as figures/<name>.png (a stable name the README links to) and show that file.
+
+    Showing the saved PNG, not the live figure, puts the same image in the notebook whatever the
+    matplotlib backend (the tests and `make notebooks` run headless with Agg).
+    """
     FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / f"{name}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(str(path)))

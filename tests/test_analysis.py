@@ -80,6 +80,14 @@ def test_relative_magnitude_is_the_norm_ratio_of_the_hooked_tensors():
     assert torch.allclose(ratio["attn"][1], direct, rtol=1e-5)
 
 
+def test_relative_magnitude_leaves_out_tokens_whose_stream_is_zero():
+    x = torch.ones(1, 2, 3, 4)  # (L, B, T, D)
+    x[0, 0, 1] = 0.0  # one token of the first sequence has ||X|| = 0
+    f = 2 * torch.ones(1, 2, 3, 4)
+    ratio = analysis.relative_magnitude(analysis.Streams(x, f, x, f))
+    assert torch.equal(ratio["attn"], torch.full((1, 3), 2.0))  # the other sequence's 2.0 alone at position 1
+
+
 def test_streams_reproduce_the_cosine_importance_scores(family):
     model = tiny_model(family)
     s = analysis.residual_streams(model, IDS)

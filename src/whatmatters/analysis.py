@@ -141,13 +141,17 @@ def residual_streams(model: nn.Module, input_ids: Tensor) -> Streams:
 def relative_magnitude(streams: Streams) -> dict[Kind, Tensor]:
     """||f(X)|| / ||X|| of each branch per layer and token position, averaged over the batch: (L, T).
 
-    Average over positions (`.mean(-1)`) for one number per layer.
+    Average over positions (`.nanmean(-1)`) for one number per layer. Where ||X|| = 0 the ratio is
+    undefined and left out (NaN): a randomly initialised model zeroes the padding token's embedding,
+    and the EOS that separates calibration documents can be that token.
     """
-    ratio = {
-        "attn": streams.attn_out.norm(dim=-1) / streams.attn_in.norm(dim=-1),
-        "mlp": streams.mlp_out.norm(dim=-1) / streams.mlp_in.norm(dim=-1),
-    }
-    return {kind: r.mean(dim=1) for kind, r in ratio.items()}  # (L, B, T) -> (L, T)
+    pairs = {"attn": (streams.attn_in, streams.attn_out), "mlp": (streams.mlp_in, streams.mlp_out)}
+    out = {}
+    for kind, (x, f) in pairs.items():
+        x_norm = x.norm(dim=-1)
+        ratio = f.norm(dim=-1) / x_norm.where(x_norm > 0, torch.nan)
+        out[kind] = ratio.nanmean(dim=1)  # (L, B, T) -> (L, T)
+    return out
 
 
 def token_similarity(hidden: Tensor, skip: int = 1) -> Tensor:
@@ -160,8 +164,8 @@ def token_similarity(hidden: Tensor, skip: int = 1) -> Tensor:
     t = u.shape[-2]
     if t < 2:
         raise ValueError(f"token_similarity needs at least 2 tokens after skipping {skip}, got {t}")
-    # sum over i != j of u_i . u_j = ||sum_i u_i||^2 - sum_i ||u_i||^2, and ||u_i|| = 1
-    pairs = u.sum(-2).pow(2).sum(-1) - t
+    # sum over i != j of u_i . u_j = ||sum_i u_i||^2 - sum_i ||u_i||^2 (a zero state stays zero: cosine 0)
+    pairs = u.sum(-2).pow(2).sum(-1) - u.pow(2).sum(dim=(-2, -1))
     return (pairs / (t * (t - 1))).mean(-1)
 
 
