@@ -75,6 +75,7 @@ def _versions() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "lm_eval": lm_eval.__version__,
+        "whatmatters": version("whatmatters"),
         "machine": platform.processor() or platform.machine(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
@@ -87,6 +88,7 @@ def _record(cfg: DictConfig, key: str, **fields) -> dict:
         "experiments": [cfg.experiment_name] if cfg.experiment_name else [],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
+        "weights": models.fingerprint(cfg.model.name_or_path, cfg.model.get("revision")),  # as in the key
         **fields,
     }
 
