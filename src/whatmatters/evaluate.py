@@ -103,7 +103,11 @@ SUITES = {
 }
 # The sampled protocols of conf/eval/*_sample.yaml have suite names of their own, so that a table never
 # mixes their records with a full run's.
-SUITES |= {"table1_sample": SUITES["paper_table1"], "table2_sample": SUITES["paper_table2"]}
+SUITES |= {
+    "table1_sample": SUITES["paper_table1"],
+    "table2_sample": SUITES["paper_table2"],
+    "figures_sample": SUITES["paper_table2"],
+}
 
 
 class EvalError(ValueError):

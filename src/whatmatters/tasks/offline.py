@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from typing import Any
 import datasets
 
 REPEAT_ID = 1_000_000  # in the request dumps, doc_id >= this marks a repeated doc (a second request set)
+# lm-eval warns once per task (58 lines for MMLU) that a custom_dataset task may take --metadata; ours take none.
+logging.getLogger("lm_eval.api.task").addFilter(lambda record: "Custom kwargs" not in record.getMessage())
 
 
 @dataclass(frozen=True)
