@@ -27,7 +27,7 @@ from typing import Any
 import datasets
 
 REPEAT_ID = 1_000_000  # in the request dumps, doc_id >= this marks a repeated doc (a second request set)
-# lm-eval warns once per task (58 lines for MMLU) that a custom_dataset task may take --metadata; ours take none.
+# lm-eval warns once per task (58 times for MMLU) that a custom_dataset may take --metadata; ours takes none.
 logging.getLogger("lm_eval.api.task").addFilter(lambda record: "Custom kwargs" not in record.getMessage())
 
 
