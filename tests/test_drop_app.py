@@ -48,13 +48,3 @@ def test_iterative_joint_drop_app_records_its_steps(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["steps"]) == 3
     assert 1.0 < summary["forward_equivalents"] < 3.0
-
-
-@pytest.mark.slow
-def test_drop_app_rejects_scores_of_another_model(tmp_path):
-    scores = {"attn": [0.1] * 4, "mlp": [0.1] * 4, "block": [0.1] * 4}
-    (tmp_path / "scores.json").write_text(json.dumps(scores))
-    proc = run_drop(tmp_path / "run", f"scores_path={tmp_path / 'scores.json'}")
-    assert proc.returncode != 0
-    assert "4 layers but the model has 30" in proc.stderr
-    assert not (tmp_path / "run" / "model").exists()
