@@ -8,13 +8,14 @@ re-scores the *pruned* model, and repeats. Re-scoring after a drop at layer l on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from torch import Tensor
 from transformers import PreTrainedModel
 
 from whatmatters.plans import Plan, drop_count, make_plan
-from whatmatters.scores import SCORE_KINDS, Scores, StreamCache, compute_scores, kept_layers
+from whatmatters.scores import MODEL_CRITERIA, SCORE_KINDS, Scores, StreamCache, compute_scores, kept_layers
 from whatmatters.surgery import apply_plan
 
 MODES = ("one_shot", "iterative")
@@ -93,7 +94,7 @@ def iterative_drop(
         apply_plan(model, plan)
         if step == count - 1:
             break  # nothing left to choose: the last re-score would be wasted
-        if reuse and start == len(kept_layers(model)[0]):
+        if reuse and start == len(kept_layers(model)[0]) and criterion not in MODEL_CRITERIA:
             scores = _merge(scores, scores, below=layer, plan=plan)  # the last block went: nothing to re-run
             continue
         new = compute_scores(model, input_ids, cache=cache, start=start if reuse else 0, **score_args)
@@ -134,6 +135,7 @@ def _merge(old: Scores, new: Scores, below: int, plan: Plan) -> Scores:
     merged = {}
     for kind in SCORE_KINDS:
         pairs = zip(getattr(old, kind), getattr(new, kind), strict=True)
-        values = [o if i < below else v for i, (o, v) in enumerate(pairs)]
+        # A whole-model criterion (loss) re-measures every layer: its new values win below the cut too.
+        values = [o if i < below and math.isnan(v) else v for i, (o, v) in enumerate(pairs)]
         merged[kind] = [nan if i in dropped[kind] else v for i, v in enumerate(values)]
     return Scores(**merged, meta=new.meta)

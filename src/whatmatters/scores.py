@@ -81,8 +81,13 @@ def random(num_layers: int, seed: int) -> list[float]:
     return torch.rand(num_layers, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+# Criteria that score a module by removing it and re-running the model (whatmatters.loss_scores), not
+# from one pass's (X, Y): `loss` = increase of the calibration NLL when only that module is removed.
+MODEL_CRITERIA = ("loss",)
+
+
 def criteria() -> list[str]:
-    return sorted(TOKEN_CRITERIA) + sorted(ORDER_CRITERIA)
+    return sorted(TOKEN_CRITERIA) + sorted(ORDER_CRITERIA) + list(MODEL_CRITERIA)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ def compute_scores(
     >= start, from the cached input of layer `start` (scores of layers below are NaN: unchanged,
     the caller keeps its earlier ones). Cost: (layers run / layers) forward-pass equivalents.
     """
-    if criterion not in TOKEN_CRITERIA and criterion not in ORDER_CRITERIA:
+    if criterion not in criteria():
         raise ValueError(f"Unknown criterion {criterion!r}; choose one of {criteria()}")
     if input_ids.ndim != 2 or 0 in input_ids.shape:
         raise ValueError(f"input_ids must be a non-empty [N, L] tensor, got shape {tuple(input_ids.shape)}")
@@ -327,6 +332,10 @@ def compute_scores(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if angular_tokens not in ANGULAR_TOKENS:
         raise ValueError(f"Unknown angular_tokens {angular_tokens!r}; choose one of {ANGULAR_TOKENS}")
+    if criterion in MODEL_CRITERIA:  # imported here: loss_scores builds on this module
+        from whatmatters.loss_scores import loss_scores
+
+        return loss_scores(model, input_ids, attention_mask, batch_size, progress, start, cache)
     if start > 0 and (angular or cache is None or start not in cache.inputs):
         raise ValueError("start > 0 needs a StreamCache holding that layer's inputs, and angular=False")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask

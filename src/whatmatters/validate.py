@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedConfig
 from whatmatters import data, models
 from whatmatters.drop import MODES
 from whatmatters.plans import TARGETS
-from whatmatters.scores import ANGULAR_TOKENS, criteria
+from whatmatters.scores import ANGULAR_TOKENS, MODEL_CRITERIA, criteria
 
 APPS = ("score", "drop", "run")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -76,7 +76,9 @@ def check(cfg: DictConfig, app: str) -> Checked:
         from whatmatters import evaluate  # imports lm-eval (seconds): only the run app evaluates
 
         evaluate.check_suite(cfg.eval)  # unknown tasks, or the paper suite offline: fails before any load
-    _check_memory(cfg, config, iterative=cfg.mode == "iterative", angular=cfg.method.consecutive)
+    # The loss criterion caches every layer's input like an iterative drop does, one-shot too.
+    cached = cfg.mode == "iterative" or cfg.criterion in MODEL_CRITERIA
+    _check_memory(cfg, config, iterative=cached, angular=cfg.method.consecutive)
     return Checked(_layers(config), count)
 
 
@@ -174,6 +176,13 @@ def _check_method(cfg: DictConfig, config: PreTrainedConfig | None) -> int | Non
             True,
             f"false for target {m.target} (spans are of whole blocks)",
             "method=block, or method.consecutive=false",
+        )
+    if m.consecutive and cfg.criterion in MODEL_CRITERIA:
+        _fail(
+            "criterion",
+            cfg.criterion,
+            "a per-module criterion: a consecutive span is chosen by angular distance, not scores",
+            "criterion=cosine, or method.consecutive=false",
         )
     if m.consecutive and cfg.mode == "iterative":
         _fail("method.consecutive", True, "false in iterative mode (a span is chosen once)", "mode=one_shot")

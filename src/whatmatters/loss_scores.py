@@ -1,0 +1,188 @@
+"""The loss criterion: how much the calibration loss rises when only one module is removed.
+
+For every block, attention and MLP that still exists, its score is
+
+    S = NLL(model without the module) - NLL(model)
+
+with NLL the mean next-token negative log-likelihood over every non-padding calibration token. This
+is what SLEB and BlockPruner measure (perplexity after removal) instead of the paper's 1 - cos(X, Y):
+it asks the question directly, at the price of one partial forward pass per candidate. Lower = less
+important, as for every criterion, so the same plans, tables and iterative drop apply.
+
+Cost saving: removing a module of layer p leaves every layer below p unchanged, so one base pass
+caches the residual stream entering each layer (`scores.StreamCache`) and each candidate's pass runs
+only layers >= p from that cached input. Scoring all three kinds costs about 1 + 3 L / 2 forward-pass
+equivalents (`meta["forward_equivalents"]`), against cosine's 1. A removed branch is removed exactly
+as surgery removes it: it adds zero to the stream (hidden = X).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from whatmatters.adapters import adapter_for
+from whatmatters.scores import SCORE_KINDS, Scores, StreamCache, _Skip, kept_layers
+
+
+def _zero_output(module: nn.Module, args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+    """Forward hook: the branch adds nothing to the stream, as a dropped branch does after surgery."""
+    if isinstance(output, tuple):
+        return (torch.zeros_like(output[0]), *output[1:])
+    return torch.zeros_like(output)
+
+
+@contextlib.contextmanager
+def _removed(model: nn.Module, position: int, kind: str) -> Iterator[None]:
+    """`model` with the `kind` module of its `position`-th layer removed, for the duration of the block."""
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
+    if kind == "block":
+        layer, layers[position] = layers[position], _Skip()
+        try:
+            yield
+        finally:
+            layers[position] = layer
+        return
+    output = getattr(layers[position], adapter.branch(kind).output)
+    handle = output.register_forward_hook(_zero_output)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _from_layer(
+    model: nn.Module, start: int, restart: list[Tensor] | None, batch: list[int]
+) -> Iterator[None]:
+    """Run only layers >= `start`, fed the cached stream entering layer `start` (batch index in `batch[0]`).
+
+    With `restart=None` every layer runs. Layers below `start` become identities, so their cost is nil.
+    """
+    if restart is None:
+        yield
+        return
+    layers = adapter_for(model).layers(model)
+    skipped = [layers[i] for i in range(start)]
+    for i in range(start):
+        layers[i] = _Skip()
+
+    def inject(module, args, kwargs):
+        h = restart[batch[0]].to(args[0].device if args else kwargs["hidden_states"].device)
+        return ((h, *args[1:]), kwargs) if args else (args, kwargs | {"hidden_states": h})
+
+    # Prepended: hooks already on that layer (the cache filler) must see the injected stream.
+    handle = layers[start].register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for i, layer in enumerate(skipped):
+            layers[i] = layer
+
+
+def _fill_cache(model: nn.Module, cache: StreamCache, start: int) -> list:
+    """Pre-hooks that store each layer's input (layers >= start) in `cache`, one tensor per batch."""
+    handles = []
+    for i, layer in enumerate(adapter_for(model).layers(model)):
+        if i < start:
+            continue
+
+        def store(module, args, kwargs, i=i):
+            h = args[0] if args else kwargs["hidden_states"]
+            cache.inputs.setdefault(i, []).append(h.detach().cpu())
+
+        handles.append(layer.register_forward_pre_hook(store, with_kwargs=True))
+    return handles
+
+
+def _nll(
+    model: nn.Module,
+    input_ids: Tensor,
+    mask: Tensor,
+    batch_size: int,
+    batch: list[int],
+) -> float:
+    """Mean next-token NLL (float64 sums) over every predicted non-padding token of the calibration data."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for b, first in enumerate(range(0, len(input_ids), batch_size)):
+        batch[0] = b
+        ids = input_ids[first : first + batch_size].to(device)
+        m = mask[first : first + batch_size].to(device)
+        logits = model(input_ids=ids, attention_mask=m, use_cache=False).logits[:, :-1]  # (B, T-1, V)
+        target = ids[:, 1:].masked_fill(~(m[:, 1:].bool() & m[:, :-1].bool()), -100)
+        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="sum")
+        total += float(nll.double())
+        count += int((target != -100).sum())
+    return total / count
+
+
+@torch.no_grad()
+def loss_scores(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+    start: int = 0,
+    cache: StreamCache | None = None,
+) -> Scores:
+    """Loss increase of removing each block, attention and MLP of `model` alone (original layer numbering).
+
+    With a `cache` holding the inputs of layers <= `start` (an iterative drop after a cut at position
+    `start`), the base pass re-runs only layers >= `start`; every candidate is re-measured (a cut changes
+    what every candidate's removal does to the loss), each from its own layer on.
+    """
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    cache = StreamCache() if cache is None else cache
+    if start not in cache.inputs:
+        start = 0  # nothing cached to restart from (or a fresh cache): full base pass
+    restart = cache.inputs[start] if start > 0 else None
+    cache.inputs = {i: v for i, v in cache.inputs.items() if i < start}
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
+    n = len(layers)
+    batch = [0]
+    handles = _fill_cache(model, cache, start)
+    try:
+        with _from_layer(model, start, restart, batch):
+            base = _nll(model, input_ids, mask, batch_size, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    cost = (n - start) / n
+    nan = float("nan")
+    raw = {kind: [nan] * n for kind in SCORE_KINDS}
+    candidates = [
+        (p, kind) for p in range(n) for kind in SCORE_KINDS if kind == "block" or adapter.has(layers[p], kind)
+    ]
+    for p, kind in tqdm(candidates, desc="loss scores", disable=not progress):
+        # Removed first: a removed block's stand-in is what receives the cached stream.
+        with _removed(model, p, kind), _from_layer(model, p, cache.inputs[p] if p > 0 else None, batch):
+            raw[kind][p] = _nll(model, input_ids, mask, batch_size, batch) - base
+        cost += (n - p) / n
+    kept, total = kept_layers(model)
+    scores = {kind: [nan] * total for kind in SCORE_KINDS}
+    for kind in SCORE_KINDS:
+        for pos, layer in enumerate(kept):
+            scores[kind][layer] = raw[kind][pos]
+    meta = {
+        "criterion": "loss",
+        "angular": None,
+        "num_samples": int(input_ids.shape[0]),
+        "seq_len": int(input_ids.shape[1]),
+        "tokens": int(mask.sum()),
+        "base_loss": base,
+        "forward_equivalents": cost,
+        "kept_layers": kept,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "model_type": model.config.model_type,
+    }
+    return Scores(**scores, meta=meta)
