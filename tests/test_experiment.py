@@ -104,12 +104,18 @@ def test_a_sweep_killed_mid_way_resumes_without_duplicates(tmp_path, tiny_run, m
     assert ResultsStore(store_root).get(joined.key).experiments == ["table9"]
 
 
-def test_paper_suite_offline_fails_before_loading_any_model(tmp_path, monkeypatch):
+def test_hub_data_without_network_fails_before_loading_any_model(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
-            "run", overrides=["eval=paper_table2", f"results_dir={tmp_path}", "wandb.mode=disabled"]
+            "run",
+            overrides=[
+                "eval=paper_table2",
+                "eval.source=hub",
+                f"results_dir={tmp_path}",
+                "wandb.mode=disabled",
+            ],
         )
     loaded = []
     monkeypatch.setattr("whatmatters.models.load", lambda *a, **k: loaded.append(a))
