@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from test_experiment import tiny_run  # noqa: F401  (the fixture: a tiny model, data, eval and speed job)
 
 from conftest import tiny_model
 from whatmatters import budget as B
+from whatmatters import experiment, validate
 from whatmatters.memory import kv_layer_bytes
 from whatmatters.metrics import Profile, ideal_speedup
 from whatmatters.scores import Scores
 from whatmatters.surgery import apply_plan
+from whatmatters.validate import ConfigError
+
+ROOT = Path(__file__).parents[1]
 
 
 def _scores(num_layers: int = 4, seed: int = 0) -> Scores:
@@ -72,3 +79,32 @@ def test_unreachable_or_invalid_budgets_fail_with_the_field():
         B.Budget("latency", 1.2)
     with pytest.raises(ValueError, match="method.target"):
         B.budget_plan(_scores(), B.Budget("speedup", 1.1), B.time_costs(prof), "block")
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("run", overrides=overrides)
+
+
+def test_a_bad_budget_fails_validation_naming_the_field(tiny_run):  # noqa: F811
+    base = [*tiny_run, "method=joint", "method.n=null"]
+    for extra, field in [
+        (["+method.budget={kind:params,target:1.5}"], "method.budget.target=1.5"),
+        (["+method.budget={kind:latency,target:0.5}"], "method.budget.kind='latency'"),
+        (["+method.budget={kind:params,target:0.8}", "mode=iterative"], "mode='iterative'"),
+        (["+method.budget={kind:params,target:0.8}", "method.n=4"], "method.n=4"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(field)):
+            validate.check(_compose(base + extra), "run")
+
+
+def test_a_budgeted_run_records_the_predicted_and_the_measured_cost(tmp_path, tiny_run):  # noqa: F811
+    cfg = _compose([*tiny_run, "method=joint", "method.n=null", "+method.budget={kind:params,target:0.8}"])
+    record = experiment.run(cfg, tmp_path / "out")
+    assert record.plan["meta"]["budget"] == {"kind": "params", "target": 0.8}
+    predicted = record.plan["meta"]["predicted"]
+    assert predicted <= 0.8
+    assert record.params["after"] / record.params["before"] == pytest.approx(predicted)
+    assert record.speed is not None and "budget-params0.8" in record.name

@@ -26,6 +26,7 @@ from whatmatters.memory import kv_layer_bytes
 from whatmatters.metrics import Profile
 from whatmatters.plans import Plan
 from whatmatters.scores import Scores
+from whatmatters.timing import Job, profile
 
 BUDGET_KINDS = ("speedup", "kv_bytes", "params")
 BUDGET_TARGETS = ("attn", "mlp", "joint")  # a budget chooses among sub-layers, not whole blocks
@@ -39,13 +40,19 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.kind not in BUDGET_KINDS:
-            raise ValueError(f"method.budget.kind={self.kind!r} is not valid: one of {BUDGET_KINDS}")
+            raise ValueError(
+                f"method.budget.kind={self.kind!r} is not valid: one of {BUDGET_KINDS}. "
+                "Fix: method.budget.kind=speedup"
+            )
         if self.kind == "speedup" and not self.target > 1:
-            raise ValueError(f"method.budget.target={self.target} is not valid for speedup: a number > 1")
+            raise ValueError(
+                f"method.budget.target={self.target} is not valid for speedup: a number > 1. "
+                "Fix: method.budget.target=1.2"
+            )
         if self.kind != "speedup" and not 0 < self.target < 1:
             raise ValueError(
                 f"method.budget.target={self.target} is not valid for {self.kind}: the fraction kept, "
-                "in (0, 1)"
+                "in (0, 1). Fix: method.budget.target=0.8"
             )
 
 
@@ -136,3 +143,12 @@ def budget_plan(scores: Scores, budget: Budget, costs: CostProfile, target: str 
     }
     picked = {kind: [i for k, i in chosen if k == kind] for kind in KINDS}
     return Plan(scores.num_layers, attn=picked["attn"], mlp=picked["mlp"], meta=meta)
+
+
+def costs_for(kind: str, model: nn.Module, job: Job) -> CostProfile:
+    """The cost profile of the (original) `model` a `kind` budget needs, on the run's speed job."""
+    if kind == "speedup":
+        return time_costs(profile(model, job))
+    if kind == "kv_bytes":
+        return kv_costs(model, job.batch_size, job.prompt_len + job.new_tokens, job.dtype)
+    return param_costs(model)

@@ -20,10 +20,12 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters import evaluate, memory, metrics, models, quant, speed, timing, tracking, validate
+from whatmatters import budget, evaluate, memory, metrics, models, quant, speed, timing, tracking, validate
+from whatmatters.drop import DropResult
 from whatmatters.results import ResultsStore, RunRecord, config_key
 from whatmatters.runs import apply_cell, apply_method, load_model, load_with_data, save_scores
 from whatmatters.scores import Scores, compute_scores
+from whatmatters.surgery import apply_plan
 
 MODEL_KEYS = ("name_or_path", "dtype", "revision", "random_init", "device_map")
 
@@ -161,6 +163,15 @@ def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores
     return scores
 
 
+def _budget_drop(cfg: DictConfig, model, scores: Scores, job: timing.Job) -> DropResult:
+    """Drop what `method.budget` asks (budget.py); the plan holds the predicted cost, the record the real."""
+    wanted = budget.Budget(cfg.method.budget.kind, float(cfg.method.budget.target))
+    costs = budget.costs_for(wanted.kind, model, job)  # of the original: the model is not cut yet
+    plan = budget.budget_plan(scores, wanted, costs, cfg.method.target)
+    apply_plan(model, plan)
+    return DropResult(plan, scores, forward_equivalents=scores.meta.get("forward_equivalents", 1.0))
+
+
 def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> RunRecord:
     """A finished run that another experiment's grid also holds (Attn-8 is in Tables 1 and 2) is tagged
     with that experiment too, so its table shows it without running it again."""
@@ -209,7 +220,10 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     original_bytes = memory.weight_bytes(model)  # decides below whether the original fits beside the pruned
     method = cfg.method
     scores = None if cfg.mode == "iterative" else _one_shot_scores(cfg, store, model, ids)
-    result = apply_method(cfg, model, ids, scores)
+    if method.get("budget"):
+        result = _budget_drop(cfg, model, scores, job)
+    else:
+        result = apply_method(cfg, model, ids, scores)
     if not qspec.before_drop:
         quant.quantize(model, qspec)
     weights = quant.describe(model, qspec)
@@ -231,6 +245,8 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     speed_record = pair.record(timing.profile(original_model, job), result.plan)
     dropped = len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks)
     name = [cfg.model.name, method.target, str(dropped), cfg.mode]
+    if method.get("budget"):
+        name.append(f"budget-{method.budget.kind}{method.budget.target}")
     if method.get("remove_residual"):
         name.append("no_residual")
     if cfg.criterion != "cosine":

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedConfig
 
 from whatmatters import data, models
+from whatmatters.budget import BUDGET_TARGETS, Budget
 from whatmatters.drop import MODES
 from whatmatters.plans import TARGETS
 from whatmatters.scores import ANGULAR_TOKENS, MODEL_CRITERIA, criteria
@@ -193,6 +194,9 @@ def _check_method(cfg: DictConfig, config: PreTrainedConfig | None) -> int | Non
             f"false for target {m.target} (Table 6 removes attention residuals)",
             "method=attn, or method.remove_residual=false",
         )
+    if m.get("budget") is not None:
+        _check_budget(cfg)
+        return None  # how many modules meet the budget is known once the scores and costs are
     if (m.n is None) == (m.ratio is None):
         _fail(
             "method.n",
@@ -237,6 +241,24 @@ def _check_method(cfg: DictConfig, config: PreTrainedConfig | None) -> int | Non
             f"method.n={max(1, min(m.n, left or 1))}",
         )
     return m.n
+
+
+def _check_budget(cfg: DictConfig) -> None:
+    """`method.budget = {kind, target}` replaces n and ratio; picks sub-layers once, by one-shot scores."""
+    m, b = cfg.method, cfg.method.budget
+    if m.target not in BUDGET_TARGETS:
+        _fail("method.target", m.target, f"one of {BUDGET_TARGETS} with a budget", "method=joint")
+    if m.n is not None or m.ratio is not None:
+        _fail("method.n", m.n, f"null with a budget (and method.ratio null, got {m.ratio})", "method.n=null")
+    if cfg.mode != "one_shot" or m.consecutive or m.remove_residual:
+        _fail("mode", cfg.mode, "one_shot, no span, no residual removal with a budget", "mode=one_shot")
+    target = b.get("target")
+    if isinstance(target, bool) or not isinstance(target, int | float):
+        _fail("method.budget.target", target, "a number", "method.budget.target=1.2")
+    try:
+        Budget(b.get("kind"), float(target))
+    except ValueError as err:  # Budget names the field, the value, the range and the fix
+        raise ConfigError(str(err)) from None
 
 
 def _modules(target: str, config: PreTrainedConfig | None) -> tuple[int | None, int | None]:
