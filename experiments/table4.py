@@ -15,7 +15,7 @@ from whatmatters import models
 from whatmatters.memory import table4
 from whatmatters.speed import timing_plan
 from whatmatters.surgery import apply_plan
-from whatmatters.tables import write_table
+from whatmatters.table_files import write_table
 from whatmatters.timing import Job, measure
 
 ROOT = Path(__file__).parents[1]

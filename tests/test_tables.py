@@ -4,15 +4,21 @@ speed intervals and labels that say which numbers are the paper's."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from conftest import record, with_docs
 from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import paper_row
 from whatmatters.results import Interval, Sdr, Speed
-from whatmatters.tables import TableError, build_table, display, method_label, write_table
+from whatmatters.table_files import display, table_stem, write_experiment_table, write_table
+from whatmatters.tables import TableError, build_table, method_label
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_table2_rows_are_baseline_then_each_drop_with_the_papers_numbers_beside():
@@ -159,3 +165,32 @@ def test_speedup_shows_its_interval_and_a_speedup_above_ideal_is_flagged():
     untimed.speed = Speed.from_dict({"speedup": {"generate": None}, "not_timed": "no int4 kernel on cpu"})
     shown = display(build_table([untimed], "table2", "smollm2-135m", "embedded"))
     assert list(shown["speedup"]) == ["not timed: no kernel"]  # the notes say why
+
+
+def test_table_app_config_takes_the_run_apps_model_and_eval_groups_and_a_where_dict():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "table",
+            overrides=[
+                "table=table2",
+                "model=llama3-8b",
+                "eval=paper_table2",
+                "where={eval.limit:50,seed:0}",
+            ],
+        )
+    assert (cfg.table, cfg.model.name, cfg.eval.suite) == ("table2", "llama3-8b", "paper_table2")
+    assert OmegaConf.to_container(cfg.where) == {"eval.limit": 50, "seed": 0}
+
+
+def test_experiment_table_is_named_by_model_and_suite_unless_the_default_and_filters_by_where(tmp_path):
+    full = record("attn", 8, 45.0, key="full", config={"eval": {"limit": None}, "seed": 0})
+    quick = record("attn", 15, 30.0, key="quick", config={"eval": {"limit": 50}, "seed": 0})
+    records = [full, quick, record("none", 0, 50.0, config={"eval": {"limit": None}, "seed": 0})]
+    md = write_experiment_table(records, "table2", "smollm2-135m", "embedded", {"eval.limit": 50}, tmp_path)
+    assert md == tmp_path / "table2.md" and "quick" in md.read_text() and "full" not in md.read_text()
+    assert (
+        table_stem(tmp_path, "table2", "llama3-8b", "paper_table2")
+        == tmp_path / "table2_llama3-8b_paper_table2"
+    )
+    with pytest.raises(TableError, match="no records of table2 for model=llama3-8b, suite=embedded, seed=1"):
+        write_experiment_table(records, "table2", "llama3-8b", "embedded", {"seed": 1}, tmp_path)

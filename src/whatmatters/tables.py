@@ -4,7 +4,8 @@ Only reads records (results.py); never runs a model. A table holds the runs of o
 one setting (`RunRecord.setting`: model, eval suite/limit/protocol, calibration data, dtype, seed,
 quantization, speed job, hardware) and the baseline of that setting; its rows differ only by method, n
 and variant (mode, criterion, residual ablation). Runs of several settings, or two records claiming one
-row, are an error naming them, never a silent pick. Every row carries its record key.
+row, are an error naming them, never a silent pick. Every row carries its record key. How a table reads
+and is written (cells, .md/.csv/.tex) is `table_files.py`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from whatmatters.evaluate import ACCURACY_METRICS
-from whatmatters.io import atomic_write_text
 from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import TABLES, TARGET_LABELS, PaperRow, paper_row
 from whatmatters.results import PHASES, RunRecord, base_setting, matches, without
@@ -91,7 +90,7 @@ def one_setting(records: list[RunRecord], what: str, drop: tuple[str, ...] = VAR
     raise TableError(
         f"{what} mixes records of {len({str(sorted(s.items())) for s in settings})} settings that differ in\n"
         + "\n".join(lines)
-        + f"\nPick one with --where FIELD=VALUE (e.g. --where {fields[0]}=...)."
+        + f"\nPick one with where={{FIELD:VALUE}} (e.g. 'where={{{fields[0]}:...}}')."
     )
 
 
@@ -305,54 +304,3 @@ def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
             "fraction of layers. They are a reference for the trend, not a like-for-like comparison."
         )
     return notes
-
-
-def _cell(frame: pd.DataFrame, row: int, col: str) -> str:
-    """One display cell: value ± stderr, value [low, high], value plus its flag, or `--`."""
-
-    def helper(suffix: str) -> Any:
-        return frame.at[row, col + suffix] if col + suffix in frame else None
-
-    value, flag = frame.at[row, col], helper(" flag")
-    flag = flag if isinstance(flag, str) else None
-    if _nan(value):
-        return flag or "--"
-    if not pd.api.types.is_number(value):
-        return str(value)
-    sign = "+" if col == "ΔAvg" else ""
-    ratio = col.endswith("speedup")  # speedups read as 1.25x [1.20, 1.30]
-    if not _nan(se := helper(" ±")):
-        text = f"{value:{sign}.1f} ± {se:.1f}"
-    elif not _nan(low := helper(" low")):
-        high = helper(" high")
-        text = f"{value:.2f}x [{low:.2f}, {high:.2f}]" if ratio else f"{value:.3g} [{low:.3g}, {high:.3g}]"
-    else:
-        text = f"{value:+.1f}" if sign else f"{value:.2f}x" if ratio else f"{value:.3g}"
-    return f"{text} {flag}" if flag else text
-
-
-def _nan(value: Any) -> bool:
-    return value is None or (pd.api.types.is_number(value) and math.isnan(value))
-
-
-def display(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame as a reader sees it: stderrs, intervals and flags folded into the cell they qualify."""
-    shown = [c for c in frame.columns if not c.endswith(HELPERS)]
-    frame = frame.reset_index(drop=True)
-    return pd.DataFrame({c: [_cell(frame, i, c) for i in range(len(frame))] for c in shown})
-
-
-def write_table(frame: pd.DataFrame, stem: str | Path, title: str) -> list[Path]:
-    """`stem`.md (notes, then the table), .csv (every number, each row's record key) and .tex."""
-    stem = Path(stem)
-    notes = frame.attrs.get("notes") or [
-        "Measured by this repo unless the column says `paper`: `paper ...` columns are published numbers "
-        "(arXiv 2406.15786 v6), not reruns."
-    ]
-    paths = [stem.with_suffix(ext) for ext in (".md", ".csv", ".tex")]
-    shown = display(frame)
-    body = shown.to_markdown(index=False, disable_numparse=True)
-    atomic_write_text(paths[0], f"# {title}\n\n" + "\n".join(f"- {n}" for n in notes) + f"\n\n{body}\n")
-    atomic_write_text(paths[1], frame.to_csv(index=False))
-    atomic_write_text(paths[2], shown.to_latex(index=False))
-    return paths
