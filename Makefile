@@ -19,7 +19,7 @@ SPEED ?= cpu
 DRY_RUN ?=
 SWEEP = $(PY) experiments/run.py -m model=$(MODEL) eval=$(EVAL) device=$(DEVICE) speed=$(SPEED) \
 	$(if $(DRY_RUN),dry_run=true)
-TABLE = $(if $(DRY_RUN),@true,$(PY) experiments/table.py --model $(MODEL) --suite $(EVAL))
+TABLE = $(if $(DRY_RUN),@true,$(PY) experiments/table.py model=$(MODEL) eval=$(EVAL))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-gemma test test-slow test-all lint score drop figures reproduce-table1 reproduce-table2 reproduce-table3 \
@@ -63,26 +63,26 @@ drop: $(STAMP)  ## Attention drop of 8 layers of the default model, saved under 
 
 reproduce-table1: $(STAMP)  ## Table 1 (block/MLP/attention drop) for MODEL on EVAL -> figures/table1.*
 	$(SWEEP) experiment=table1
-	$(TABLE) table1
+	$(TABLE) table=table1
 
 reproduce-table2: $(STAMP)  ## Table 2 (attention drop 8/12/16/20 of 32) for MODEL on EVAL -> figures/table2.*
 	$(SWEEP) experiment=table2
-	$(TABLE) table2
+	$(TABLE) table=table2
 
 reproduce-table3: $(STAMP)  ## Table 3 (block/MLP/attention drop at Llama-2-70B fractions) -> figures/table3.*
 	$(SWEEP) experiment=table3
-	$(TABLE) table3
+	$(TABLE) table=table3
 
 reproduce-table4: $(STAMP)  ## Table 4 (KV cache, half the attention dropped): paper models analytic + default measured
 	$(PY) experiments/table4.py
 
 reproduce-table6: $(STAMP)  ## Table 6 ablation (attention drop with / without its residual) -> figures/table6.*
 	$(SWEEP) experiment=table6
-	$(TABLE) table6
+	$(TABLE) table=table6
 
 reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / random criteria) -> figures/table7.*
 	$(SWEEP) experiment=table7
-	$(TABLE) table7
+	$(TABLE) table=table7
 
 # Table 11's eval: the paper's four tasks offline (paper_table11) once conf/eval/paper_table11.yaml exists, else
 # the embedded proxies; EVAL=... overrides it. On paper_table11 a seeded sample of T11_DOCS docs per task, the
@@ -94,7 +94,7 @@ EVAL11_ARGS ?= $(if $(and $(filter paper_table11,$(EVAL)),$(T11_DOCS)),eval.samp
 reproduce-table11: EVAL = $(EVAL11)
 reproduce-table11: $(STAMP)  ## Table 11 (attention drop 4, 8 of 30, without / with int4 weights) for MODEL -> figures/table11*
 	$(SWEEP) experiment=table11 $(EVAL11_ARGS)
-	$(TABLE) table11
+	$(TABLE) table=table11
 
 quant-scores: $(STAMP)  ## Do scores survive quantization? MODEL scored full precision vs int4 / int8 -> figures/quant_scores_*
 	$(PY) experiments/quant_scores.py model=$(MODEL) quant=int4
