@@ -28,8 +28,8 @@ def _cell(frame: pd.DataFrame, row: int, col: str) -> str:
     flag = flag if isinstance(flag, str) else None
     if _nan(value):
         return flag or "--"
-    if not pd.api.types.is_number(value):
-        return str(value)
+    if not pd.api.types.is_number(value) or pd.api.types.is_integer(value):
+        return str(value)  # a count (batch size, layers, tokens) reads exactly, not as 2.05e+03
     sign = "+" if col == "ΔAvg" else ""
     ratio = col.endswith("speedup")  # speedups read as 1.25x [1.20, 1.30]
     if not _nan(se := helper(" ±")):
