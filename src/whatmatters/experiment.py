@@ -20,7 +20,20 @@ import torch
 import transformers
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters import budget, evaluate, memory, metrics, models, quant, speed, timing, tracking, validate
+from whatmatters import (
+    budget,
+    data,
+    evaluate,
+    heal,
+    memory,
+    metrics,
+    models,
+    quant,
+    speed,
+    timing,
+    tracking,
+    validate,
+)
 from whatmatters.drop import DropResult
 from whatmatters.results import ResultsStore, RunRecord, config_key
 from whatmatters.runs import apply_cell, apply_method, load_model, load_with_data, save_scores
@@ -59,13 +72,19 @@ def _quant(cfg: DictConfig) -> dict:
     return {"quant": OmegaConf.to_container(cfg.quant, resolve=True)}
 
 
+def _heal(cfg: DictConfig) -> dict:
+    """The heal group as a key part; empty when off, so unhealed runs keep the keys they had."""
+    spec = heal.HealSpec.from_config(cfg)
+    return {"heal": spec.to_dict()} if spec.enabled else {}
+
+
 def baseline_key(cfg: DictConfig) -> str:
     return config_key(_spec(cfg, "model", "eval", "speed") | {"method": "none"} | _quant(cfg))
 
 
 def run_key(cfg: DictConfig) -> str:
     spec = _spec(cfg, "model", "data", "method", "eval", "speed")
-    return config_key(spec | {"mode": cfg.mode, "criterion": cfg.criterion} | _quant(cfg))
+    return config_key(spec | {"mode": cfg.mode, "criterion": cfg.criterion} | _quant(cfg) | _heal(cfg))
 
 
 def _job(cfg: DictConfig, device: str) -> timing.Job:
@@ -172,6 +191,19 @@ def _budget_drop(cfg: DictConfig, model, scores: Scores, job: timing.Job) -> Dro
     return DropResult(plan, scores, forward_equivalents=scores.meta.get("forward_equivalents", 1.0))
 
 
+def _healing(cfg: DictConfig, model, tokenizer) -> dict | None:
+    """With heal.enabled: evaluate the pruned model, LoRA-heal it in place, and return the before numbers."""
+    spec = heal.HealSpec.from_config(cfg)
+    if not spec.enabled:
+        return None
+    before = _accuracy(model, tokenizer, cfg)
+    ids = data.calibration_ids(tokenizer, cfg.data.source, spec.n, spec.seq_len, cfg.data.path)
+    start = time.perf_counter()
+    losses = heal.heal(model, ids, spec)
+    wall_s = round(time.perf_counter() - start, 1)
+    return {**spec.to_dict(), **losses, "wall_s": wall_s, "eval_before": before}
+
+
 def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> RunRecord:
     """A finished run that another experiment's grid also holds (Attn-8 is in Tables 1 and 2) is tagged
     with that experiment too, so its table shows it without running it again."""
@@ -224,6 +256,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
         result = _budget_drop(cfg, model, scores, job)
     else:
         result = apply_method(cfg, model, ids, scores)
+    healing = _healing(cfg, model, tokenizer)
     if not qspec.before_drop:
         quant.quantize(model, qspec)
     weights = quant.describe(model, qspec)
@@ -245,6 +278,8 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     speed_record = pair.record(timing.profile(original_model, job), result.plan)
     dropped = len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks)
     name = [cfg.model.name, method.target, str(dropped), cfg.mode]
+    if healing:
+        name.append("healed")
     if method.get("budget"):
         name.append(f"budget-{method.budget.kind}{method.budget.target}")
     if method.get("remove_residual"):
@@ -258,7 +293,9 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
         key,
         name="-".join(name),
         config=OmegaConf.to_container(cfg, resolve=True),
-        method=OmegaConf.to_container(method, resolve=True),
+        # The heal spec rides in the method, so tables and figures tell healed and unhealed runs apart.
+        method=OmegaConf.to_container(method, resolve=True) | _heal(cfg),
+        heal=healing,
         mode=cfg.mode,
         criterion=cfg.criterion,
         dropped=dropped,

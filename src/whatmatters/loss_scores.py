@@ -102,14 +102,19 @@ def _fill_cache(model: nn.Module, cache: StreamCache, start: int) -> list:
     return handles
 
 
-def _nll(
+@torch.no_grad()
+def mean_nll(
     model: nn.Module,
     input_ids: Tensor,
     mask: Tensor,
     batch_size: int,
-    batch: list[int],
+    batch: list[int] | None = None,
 ) -> float:
-    """Mean next-token NLL (float64 sums) over every predicted non-padding token of the calibration data."""
+    """Mean next-token NLL (float64 sums) over every predicted non-padding token of the calibration data.
+
+    `batch[0]` is set to the index of the batch in flight (what a restart hook reads).
+    """
+    batch = [0] if batch is None else batch
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for b, first in enumerate(range(0, len(input_ids), batch_size)):
@@ -153,7 +158,7 @@ def loss_scores(
     handles = _fill_cache(model, cache, start)
     try:
         with _from_layer(model, start, restart, batch):
-            base = _nll(model, input_ids, mask, batch_size, batch)
+            base = mean_nll(model, input_ids, mask, batch_size, batch)
     finally:
         for h in handles:
             h.remove()
@@ -166,7 +171,7 @@ def loss_scores(
     for p, kind in tqdm(candidates, desc="loss scores", disable=not progress):
         # Removed first: a removed block's stand-in is what receives the cached stream.
         with _removed(model, p, kind), _from_layer(model, p, cache.inputs[p] if p > 0 else None, batch):
-            raw[kind][p] = _nll(model, input_ids, mask, batch_size, batch) - base
+            raw[kind][p] = mean_nll(model, input_ids, mask, batch_size, batch) - base
         cost += (n - p) / n
     kept, total = kept_layers(model)
     scores = {kind: [nan] * total for kind in SCORE_KINDS}

@@ -77,6 +77,7 @@ def check(cfg: DictConfig, app: str) -> Checked:
         from whatmatters import evaluate  # imports lm-eval (seconds): only the run app evaluates
 
         evaluate.check_suite(cfg.eval)  # unknown tasks, or the paper suite offline: fails before any load
+        _check_heal(cfg)
     # The loss criterion caches every layer's input like an iterative drop does, one-shot too.
     cached = cfg.mode == "iterative" or cfg.criterion in MODEL_CRITERIA
     _check_memory(cfg, config, iterative=cached, angular=cfg.method.consecutive)
@@ -259,6 +260,21 @@ def _check_budget(cfg: DictConfig) -> None:
         Budget(b.get("kind"), float(target))
     except ValueError as err:  # Budget names the field, the value, the range and the fix
         raise ConfigError(str(err)) from None
+
+
+def _check_heal(cfg: DictConfig) -> None:
+    """The `heal` group (LoRA, heal.py): whole positive sizes, a positive rate, no quantized weights."""
+    h = cfg.get("heal")
+    if h is None or not h.enabled:
+        return
+    for name in ("rank", "steps", "batch_size", "n", "seq_len"):
+        value = h.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            _fail(f"heal.{name}", value, "a whole number >= 1", f"heal.{name}=8")
+    if isinstance(h.lr, bool) or not isinstance(h.lr, int | float) or not 0 < h.lr < 1:
+        _fail("heal.lr", h.lr, "a learning rate in (0, 1)", "heal.lr=3e-4")
+    if cfg.get("quant") is not None and cfg.quant.get("scheme", "none") != "none":
+        _fail("heal", "lora", "heal=none with quantized weights (LoRA trains float weights)", "quant=none")
 
 
 def _modules(target: str, config: PreTrainedConfig | None) -> tuple[int | None, int | None]:

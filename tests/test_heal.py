@@ -1,0 +1,59 @@
+"""Healing: LoRA lowers the calibration loss, and the merged model reloads exactly, still pruned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from test_experiment import tiny_run  # noqa: F401  (the fixture: a tiny model, data, eval and speed job)
+from transformers import AutoModelForCausalLM
+
+import whatmatters  # noqa: F401  (registers the pruned classes with the Auto classes)
+from conftest import tiny_model
+from whatmatters import experiment, validate
+from whatmatters.heal import HealSpec, heal
+from whatmatters.plans import Plan
+from whatmatters.surgery import DroppedAttention, DroppedMLP, apply_plan
+from whatmatters.validate import ConfigError
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_healed_pruned_model_reloads_with_identical_logits_and_stays_pruned(tmp_path):
+    model = apply_plan(tiny_model("llama"), Plan(4, attn=[1, 2], mlp=[3], blocks=[0]))
+    params = model.num_parameters()
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
+    spec = HealSpec(enabled=True, rank=4, steps=30, lr=3e-3, n=4, seq_len=16)
+    out = heal(model, ids, spec, progress=False)
+    assert out["loss_after"] < out["loss_before"]  # LoRA fits the calibration text
+    assert out["lora_params"] > 0 and model.num_parameters() == params  # merged: no adapter weights left
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    model.save_pretrained(tmp_path / "healed")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "healed", attn_implementation="eager").eval()
+    assert reloaded.config.drop_plan["attn"] == [1, 2] and reloaded.config.drop_plan["blocks"] == [0]
+    layers = reloaded.model.layers  # blocks 1, 2, 3 of the original
+    assert isinstance(layers[0].self_attn, DroppedAttention) and isinstance(
+        layers[1].self_attn, DroppedAttention
+    )
+    assert isinstance(layers[2].mlp, DroppedMLP) and reloaded.num_parameters() == params
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+
+
+def test_a_healed_run_records_accuracy_before_and_after_and_its_own_key(tmp_path, tiny_run):  # noqa: F811
+    heal_args = ["heal=lora", "heal.steps=3", "heal.n=2", "heal.seq_len=16", "heal.rank=2"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        plain = compose("run", overrides=[*tiny_run, "method.n=2"])
+        healed = compose("run", overrides=[*tiny_run, "method.n=2", *heal_args])
+        bad = compose("run", overrides=[*tiny_run, "method.n=2", *heal_args, "heal.rank=0"])
+    assert experiment.run_key(plain) != experiment.run_key(healed)
+    with pytest.raises(ConfigError, match=r"heal.rank=0 is not valid"):
+        validate.check(bad, "run")
+    record = experiment.run(healed, tmp_path / "out")
+    info = record.extra["heal"]
+    assert info["eval_before"]["tasks"].keys() == record.eval.tasks.keys()
+    assert len(info["train_losses"]) == 3 and info["loss_after"] < info["loss_before"]
+    assert record.name.endswith("healed") and record.method.extra["heal"]["rank"] == 2
+    assert record.plan["attn"] and record.params["after"] < record.params["before"]  # healing kept the cut
