@@ -1,0 +1,64 @@
+"""The speed-accuracy plot: one point per record, only records of one shared setting, the front marked."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conftest import record_dict
+from whatmatters import pareto
+from whatmatters.results import RunRecord
+
+
+def _rec(target: str, n: int, avg: float, speedup: float, **method) -> RunRecord:
+    d = record_dict(target, n, avg, experiment=None)
+    d["key"] = f"{target}{n}{sorted(method.items())}"
+    d["method"] |= method
+    d["eval"]["avg_stderr"] = 1.0
+    d["speed"] = {
+        "speedup": {
+            "generate": {"median": speedup, "low": speedup - 0.02, "high": speedup + 0.02, "ratios": []}
+        },
+        "kv_ratio": 1.0,
+    }
+    return RunRecord.from_dict(d)
+
+
+def test_front_is_every_undominated_point_and_variants_are_separate_points(tmp_path):
+    records = [
+        _rec("none", 0, 60.0, 1.0),
+        _rec("attn", 4, 59.0, 1.05),
+        _rec("attn", 4, 59.5, 1.05, heal={"enabled": True, "rank": 8}),  # dominates the unhealed Attn-4
+        _rec("mlp", 4, 50.0, 1.04),  # dominated by Attn-4
+        _rec("block", 8, 40.0, 1.3),
+        _rec("joint", 5, 55.0, 1.1, budget={"kind": "speedup", "target": 1.1}),
+    ]
+    ((name, frame),) = pareto.frames(records).items()
+    assert name == "smollm2-135m_embedded" and len(frame) == 6 and frame.key.is_unique
+    front = set(frame[frame.pareto].label)
+    assert front == {"Baseline", "Attn-4 healed", "Joint-5 budget speedup 1.1", "Block-8"}
+    paths = pareto.speed_accuracy_plots(records, tmp_path)
+    assert sorted(p.suffix for p in paths) == [".csv", ".pdf", ".png"]
+    csv = pd.read_csv(tmp_path / "pareto_smollm2-135m_embedded.csv")
+    assert set(csv.key) == {r.key for r in records} and csv.pareto.sum() == 4
+
+
+def test_records_of_another_eval_limit_get_their_own_plot():
+    a = [_rec("none", 0, 60.0, 1.0), _rec("attn", 4, 59.0, 1.05)]
+    other = _rec("attn", 8, 55.0, 1.1)
+    other.config = {"eval": {"limit": 50}}
+    base = _rec("none", 0, 61.0, 1.0)
+    base.config = {"eval": {"limit": 50}}
+    got = pareto.frames([*a, other, base])
+    assert len(got) == 2 and sorted(len(f) for f in got.values()) == [2, 2]
+
+
+def test_pareto_mask_keeps_ties_and_drops_dominated():
+    frame = pd.DataFrame({"speedup": [1.0, 1.1, 1.1, 1.05], "Avg": [60.0, 50.0, 50.0, 49.0]})
+    assert pareto.pareto_mask(frame).tolist() == [True, True, True, False]
+
+
+@pytest.mark.parametrize("healed", [True, False])
+def test_label_names_healing(healed):
+    rec = _rec("attn", 4, 59.0, 1.05, heal={"enabled": healed})
+    assert pareto.label(rec) == ("Attn-4 healed" if healed else "Attn-4")
