@@ -28,27 +28,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from scipy.stats import kendalltau
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-from torchao.core.config import AOBaseConfig
-from torchao.quantization import (
-    Int8DynamicActivationInt8WeightConfig,
-    Int8WeightOnlyConfig,
-    IntxWeightOnlyConfig,
-    PerGroup,
-    PerRow,
-    quantize_,
-)
-from transformers import PreTrainedModel, TorchAoConfig
-from transformers.quantizers.quantizer_torchao import TorchAoHfQuantizer
+from transformers import PreTrainedModel
 
 from whatmatters import speed
 from whatmatters.adapters import adapter_for
 from whatmatters.plans import make_plan
 from whatmatters.scores import Scores, compute_scores
+
+if TYPE_CHECKING:
+    from torchao.core.config import AOBaseConfig
 
 ORDERS = ("drop_then_quant", "quant_then_drop")
 
@@ -63,17 +57,26 @@ class Scheme:
     grouped: bool = False  # whether `group_size` applies
 
 
+def _ao():  # noqa: ANN202 - the torchao.quantization module
+    """torchao, imported only to quantize: its import costs seconds and prints CUDA library warnings."""
+    import torchao.quantization
+
+    return torchao.quantization
+
+
 # `set_inductor_config=False`: quantizing must not change torch.compile's global settings as a side effect.
 SCHEMES: dict[str, Scheme] = {
-    "int8": Scheme(8, lambda _: Int8WeightOnlyConfig(granularity=PerRow(), set_inductor_config=False), ()),
+    "int8": Scheme(
+        8, lambda _: _ao().Int8WeightOnlyConfig(granularity=_ao().PerRow(), set_inductor_config=False), ()
+    ),
     "int4": Scheme(
         4,
-        lambda group: IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group)),
+        lambda group: _ao().IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=_ao().PerGroup(group)),
         (),
         grouped=True,
     ),
     "w8a8": Scheme(
-        8, lambda _: Int8DynamicActivationInt8WeightConfig(set_inductor_config=False), ("cpu", "cuda")
+        8, lambda _: _ao().Int8DynamicActivationInt8WeightConfig(set_inductor_config=False), ("cpu", "cuda")
     ),
 }
 
@@ -147,7 +150,10 @@ def quantize(model: PreTrainedModel, spec: QuantSpec) -> PreTrainedModel:
                     f"of layers.{name}; choose a divisor of it (e.g. 32)"
                 )
     config = spec.torchao_config()
-    quantize_(layers, config)
+    _ao().quantize_(layers, config)
+    from transformers import TorchAoConfig
+    from transformers.quantizers.quantizer_torchao import TorchAoHfQuantizer
+
     qconfig = TorchAoConfig(quant_type=config, modules_to_not_convert=["lm_head"])
     model.hf_quantizer = TorchAoHfQuantizer(qconfig, pre_quantized=False)
     model.config.quantization_config = qconfig
