@@ -12,9 +12,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from whatmatters import data, models, validate
 from whatmatters.drop import DropResult, iterative_drop, one_shot_drop
+from whatmatters.io import atomic_write_text
 from whatmatters.plans import TARGETS
 from whatmatters.plots import importance_heatmap
-from whatmatters.scores import Scores, atomic_write_text, compute_scores
+from whatmatters.scores import Scores, compute_scores
 from whatmatters.validate import ConfigError
 
 
