@@ -62,3 +62,28 @@ def test_pareto_mask_keeps_ties_and_drops_dominated():
 def test_label_names_healing(healed):
     rec = _rec("attn", 4, 59.0, 1.05, heal={"enabled": healed})
     assert pareto.label(rec) == ("Attn-4 healed" if healed else "Attn-4")
+
+
+def test_main_writes_the_plot_and_a_paired_healing_table_from_the_store(tmp_path):
+    from conftest import with_docs
+    from whatmatters.results import ResultsStore
+
+    healed = with_docs(_rec("attn", 4, 0.0, 1.05, heal={"enabled": True}), [1, 1, 1, 0])  # 75 after
+    before = with_docs(_rec("attn", 4, 0.0, 1.05), [1, 0, 1, 0])  # 50 before, on the same docs
+    healed.extra["heal"] = {
+        "eval_before": before.to_dict()["eval"],  # as a run stores it: plain JSON
+        "loss_before": 3.0,
+        "loss_after": 2.5,
+        "rank": 8,
+        "steps": 40,
+    }
+    store = ResultsStore(tmp_path / "results")
+    for r in (_rec("none", 0, 60.0, 1.0), healed, _rec("mlp", 4, 50.0, 1.04)):
+        store.put(r)
+    paths = pareto.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "fig")])
+    assert {p.name for p in paths} >= {"pareto_smollm2-135m_embedded.png", "healing_smollm2-135m_embedded.md"}
+    table = pd.read_csv(tmp_path / "fig" / "healing_smollm2-135m_embedded.csv")
+    assert table["method"].tolist() == ["Attn-4"] and table["Avg before"][0] == pytest.approx(50.0)
+    assert table["delta"][0] == pytest.approx(25.0)
+    # paired: per-doc differences (0, 100, 0, 0) points, sample variance 2500, SE = sqrt(2500 / 4)
+    assert table["paired SE"][0] == pytest.approx(25.0)

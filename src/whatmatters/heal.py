@@ -10,8 +10,10 @@ source (`cfg.data`), never the evaluation suite.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from peft import LoraConfig, get_peft_model
@@ -20,6 +22,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from whatmatters.loss_scores import mean_nll
+from whatmatters.metrics import paired_difference
+from whatmatters.results import RunRecord
+from whatmatters.tables import method_label
 
 
 @dataclass(frozen=True)
@@ -92,3 +97,35 @@ def heal(model: PreTrainedModel, ids: Tensor, spec: HealSpec, progress: bool = T
     after = mean_nll(healed, ids, mask, spec.batch_size)
     trained = sum(p.numel() for p in trainable)
     return {"loss_before": before, "loss_after": after, "train_losses": losses, "lora_params": trained}
+
+
+def healing_table(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per healed run: Avg of the same pruned model before and after healing, the paired difference.
+
+    Both evaluations are of one run on the same docs, so the difference's standard error is paired
+    (`metrics.paired_difference`); chance levels are the tasks' own (`chance` per task in the record).
+    """
+    rows = []
+    for r in records:
+        info = r.extra.get("heal")
+        if not info:
+            continue
+        delta, se, _ = paired_difference(info["eval_before"], r.eval)
+        chance = {t: v.chance for t, v in r.eval.tasks.items() if v.chance is not None}
+        rows.append(
+            {
+                "key": r.key,
+                "method": method_label(r),
+                "Avg before": info["eval_before"]["avg"],
+                "Avg healed": r.eval.avg,
+                "delta": delta,
+                "paired SE": se,
+                "NLL before": info["loss_before"],
+                "NLL healed": info["loss_after"],
+                "rank": info["rank"],
+                "steps": info["steps"],
+                "heal s": info.get("wall_s"),
+                "chance": ", ".join(f"{t} {c:g}" for t, c in sorted(chance.items())),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["method"], ignore_index=True) if rows else pd.DataFrame(rows)

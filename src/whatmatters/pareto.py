@@ -14,14 +14,16 @@ kernel) are in the CSV, not on the plot.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from whatmatters.io import atomic_write_text
 from whatmatters.plots import _save
-from whatmatters.results import RunRecord, base_setting, config_key
+from whatmatters.results import ResultsStore, RunRecord, base_setting, config_key
 from whatmatters.tables import method_label
 
 
@@ -127,3 +129,35 @@ def speed_accuracy_plots(records: Iterable[RunRecord], out_dir: Path) -> list[Pa
     for name, frame in frames(records).items():
         paths += speed_accuracy(frame, Path(out_dir) / f"pareto_{name}", f"speed vs accuracy: {name}")
     return paths
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """`python -m whatmatters.pareto [--results results] [--out figures]`: the speed-accuracy plots and the
+    healing tables (`healing_<model>_<suite>.{md,csv}`), from the store only."""
+    from whatmatters.heal import healing_table  # imports peft: only when the tables are written
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--out", default="figures")
+    args = parser.parse_args(argv)
+    records = list(ResultsStore(args.results).records())
+    out = Path(args.out)
+    paths = speed_accuracy_plots(records, out)
+    by_suite: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_suite.setdefault(f"{r.model}_{r.eval.suite}", []).append(r)
+    for name, runs in sorted(by_suite.items()):
+        table = healing_table(runs)
+        if table.empty:
+            continue
+        stem = out / f"healing_{name}"
+        atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+        atomic_write_text(stem.with_suffix(".md"), table.to_markdown(index=False, floatfmt=".3g") + "\n")
+        paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+    for path in paths:
+        print(path)
+    return paths
+
+
+if __name__ == "__main__":
+    main()
