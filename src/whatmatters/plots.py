@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -20,10 +20,8 @@ from matplotlib.colors import LogNorm
 
 from whatmatters.io import atomic_write_text
 from whatmatters.results import RunRecord, base_setting, config_key, without
+from whatmatters.score_data import Scores
 from whatmatters.tables import method_label, unique_cells
-
-if TYPE_CHECKING:
-    from whatmatters.scores import Scores
 
 
 def importance_heatmap(
