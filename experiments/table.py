@@ -13,21 +13,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from whatmatters.results import ResultsStore
-from whatmatters.table_files import write_experiment_table
+from whatmatters.table_files import where_filters, write_experiment_table
 from whatmatters.tables import TableError
 
 
 @hydra.main(config_path="../conf", config_name="table", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    where = OmegaConf.to_container(cfg.where) if cfg.where is not None else {}
-    if not isinstance(where, dict):
-        raise SystemExit(
-            f"where={cfg.where} is not valid: {{FIELD:VALUE,...}}. Fix: 'where={{eval.limit:50}}'"
-        )
     if not isinstance(cfg.eval.suite, str):
         raise SystemExit(f"eval.suite={cfg.eval.suite} is not valid: one suite name. Fix: eval=paper_table2")
     records = ResultsStore(cfg.results_dir).records()
     try:
+        where = where_filters(OmegaConf.to_container(cfg.where) if cfg.where is not None else None)
         md = write_experiment_table(
             records, cfg.table, cfg.model.name, cfg.eval.suite, where, Path(cfg.out_dir)
         )

@@ -15,7 +15,7 @@ from conftest import record, with_docs
 from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import paper_row
 from whatmatters.results import Interval, Sdr, Speed
-from whatmatters.table_files import display, table_stem, write_experiment_table, write_table
+from whatmatters.table_files import display, table_stem, where_filters, write_experiment_table, write_table
 from whatmatters.tables import TableError, build_table, method_label
 
 ROOT = Path(__file__).parents[1]
@@ -194,3 +194,11 @@ def test_experiment_table_is_named_by_model_and_suite_unless_the_default_and_fil
     )
     with pytest.raises(TableError, match="no records of table2 for model=llama3-8b, suite=embedded, seed=1"):
         write_experiment_table(records, "table2", "llama3-8b", "embedded", {"seed": 1}, tmp_path)
+
+
+def test_table_app_where_takes_a_field_value_dict_and_names_the_fix_for_a_list():
+    assert where_filters(None) == {} and where_filters({"eval.limit": 50}) == {"eval.limit": 50}
+    with pytest.raises(
+        TableError, match=r"where=\['eval.limit=50'\] is not valid.*Fix: 'where=\{eval.limit:50\}'"
+    ):
+        where_filters(["eval.limit=50"])

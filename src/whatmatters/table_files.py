@@ -92,3 +92,15 @@ def write_experiment_table(
         raise TableError(f"no records of {table} for model={model}, suite={suite}{filters}")
     md, *_ = write_table(frame, table_stem(out_dir, table, model, suite), f"{table}: {model}, {suite} suite")
     return md
+
+
+def where_filters(where: Any) -> dict[str, Any]:
+    """The table app's `where` as {field: value}; TableError naming the value and the fix for any other shape
+    (a list such as `where=[eval.limit=50]` is the old --where habit)."""
+    if where is None:
+        return {}
+    if not isinstance(where, Mapping):
+        raise TableError(
+            f"where={where!r} is not valid: it takes {{FIELD:VALUE,...}}. Fix: 'where={{eval.limit:50}}'"
+        )
+    return dict(where)
