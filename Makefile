@@ -84,6 +84,16 @@ reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / 
 	$(SWEEP) experiment=table7
 	$(TABLE) table=table7
 
+# Beyond the paper (conf/experiment/beyond.yaml): healing, the loss criterion and a budgeted drop, then the
+# speed-accuracy plot and the healing table, from the store (python -m whatmatters.pareto).
+.PHONY: beyond
+beyond: EVAL = table2_sample
+beyond: $(STAMP)  ## Beyond the paper: heal=none,lora x attn/mlp/block-4,8; criterion loss vs cosine; speedup budgets -> figures/pareto_*, healing_*
+	$(SWEEP) experiment=beyond method=attn,mlp,block method.n=4,8 heal=none,lora
+	$(SWEEP) experiment=beyond method=attn method.n=8 criterion=cosine,loss
+	$(SWEEP) experiment=beyond method=joint method.n=null +method.budget.kind=speedup +method.budget.target=1.1,1.2
+	$(if $(DRY_RUN),@true,$(PY) -m whatmatters.pareto --out figures)
+
 # Table 11's eval: the paper's four tasks offline (paper_table11) once conf/eval/paper_table11.yaml exists, else
 # the embedded proxies; EVAL=... overrides it. On paper_table11 a seeded sample of T11_DOCS docs per task, the
 # same for every row (ARC-C 25-shot and HellaSwag 10-shot read 1-2k tokens per answer choice); T11_DOCS= for all.

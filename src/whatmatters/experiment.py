@@ -228,6 +228,10 @@ def dry_run(cfg: DictConfig) -> str:
     amount = f"n={n}" if m.ratio is None else f"n={n if n is not None else '?'} (ratio {m.ratio})"
     layers = f"of {checked.num_layers} layers" if checked.num_layers else "layers unknown"
     extras = [x for x in ("consecutive" * bool(m.consecutive), "no_residual" * bool(m.remove_residual)) if x]
+    if m.get("budget"):
+        extras.append(f"budget {m.budget.kind}={m.budget.target}")
+    if _heal(cfg):
+        extras.append("heal=lora")
     return "  ".join(
         [f"[dry run] {cfg.model.name}", m.target, amount, cfg.mode, cfg.criterion, layers, *extras]
     )
