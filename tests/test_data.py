@@ -115,7 +115,7 @@ def test_c4_offline_raises_a_data_error_naming_the_offline_sources(tok, monkeypa
     [
         ("lee", 0, 8, None, "n=0"),
         ("lee", 2, -1, None, "seq_len=-1"),
-        ("wikitext", 2, 8, None, "'wikitext'.*lee, c4, text, tokens"),
+        ("wikitext", 2, 8, None, "'wikitext'.*lee, hellaswag, c4, text, tokens"),
         ("lee", 1000, 1000, None, r"has \d+ tokens.*= 1000000 are needed.*smaller n or seq_len"),
         ("tokens", 2, 8, torch.zeros(16).long(), "2-D"),
         ("tokens", 2, 8, torch.zeros(2, 8).int(), r"torch.int32.*\.long\(\)"),
