@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-from peft import LoraConfig, get_peft_model
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
@@ -70,6 +69,9 @@ def heal(model: PreTrainedModel, ids: Tensor, spec: HealSpec, progress: bool = T
     """
     mask = torch.ones_like(ids)
     before = mean_nll(model, ids, mask, spec.batch_size)
+    # Imported here: peft pulls in torchao (seconds of import, CUDA library warnings) on every app start.
+    from peft import LoraConfig, get_peft_model
+
     lora = LoraConfig(
         r=spec.rank,
         lora_alpha=spec.alpha,
