@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from transformers import PreTrainedTokenizerFast
 
 from conftest import tiny_model
+from whatmatters import eval_tasks
 from whatmatters import evaluate as ev
 from whatmatters.plans import Plan
 from whatmatters.surgery import apply_plan
@@ -85,7 +86,7 @@ def test_unknown_task_and_suite_names_fail_before_any_evaluation():
 
 def test_registered_task_missing_from_lm_eval_is_rejected_by_the_task_manager(monkeypatch):
     monkeypatch.setitem(ev.TASKS, "wm_missing", ev.TaskSpec("wm_missing", 0, "acc"))
-    monkeypatch.setattr(ev, "_require_hub", lambda: None)  # pretend to be online: no request is made
+    monkeypatch.setattr(eval_tasks, "require_hub", lambda: None)  # pretend to be online: no request is made
     expected = r"no task named \['wm_missing'\].*lm-eval ls tasks --include_path"
     with pytest.raises(ev.EvalError, match=expected):
         ev.check_suite({"suite": ["wm_missing"]})

