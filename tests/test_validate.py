@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -139,7 +140,7 @@ def test_the_iterative_cache_is_sized_before_scoring(tiny, no_load, tmp_path, mo
     class Small:
         available = 1000  # bytes: far less than 4 layers x 4 x 16 tokens x 32 dims x 4 bytes = 32 KiB
 
-    monkeypatch.setattr(validate.psutil, "virtual_memory", lambda: Small)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Small)
     with pytest.raises(ConfigError, match=r"data.n=4 is not valid: at most 0 samples .* needs 0.0 GiB"):
         experiment.run(config("run", [*tiny, "mode=iterative"]), tmp_path / "out")
 
