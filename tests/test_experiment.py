@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from whatmatters import evaluate, experiment
+from whatmatters import evaluate, experiment, run_keys
 from whatmatters.results import ResultsStore
 
 ROOT = Path(__file__).parents[1]
@@ -130,7 +130,7 @@ def test_a_checkpoint_revision_or_random_init_changes_the_run_key_and_defaults_d
         explicit = compose("run", overrides=[*tiny_run, "model.revision=null", "model.random_init=false"])
         fresh = compose("run", overrides=[*tiny_run, "model.random_init=true"])
         step = compose("run", overrides=[*tiny_run, "model.revision=step-1000"])
-    assert experiment.run_key(default) == experiment.run_key(explicit)
-    assert len({experiment.run_key(c) for c in (default, fresh, step)}) == 3
+    assert run_keys.run_key(default) == run_keys.run_key(explicit)
+    assert len({run_keys.run_key(c) for c in (default, fresh, step)}) == 3
     # Records written before these options existed keep their keys: the defaults add nothing.
-    assert set(experiment._spec(default, "model")["model"]) == {"name_or_path", "dtype"}
+    assert set(run_keys.key_spec(default, "model")["model"]) == {"name_or_path", "dtype"}

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 import whatmatters  # noqa: F401  (registers the pruned classes with the Auto classes)
 from conftest import tiny_model
-from whatmatters import experiment, validate
+from whatmatters import experiment, run_keys, validate
 from whatmatters.heal import HealSpec, heal
 from whatmatters.plans import Plan
 from whatmatters.surgery import DroppedAttention, DroppedMLP, apply_plan
@@ -48,7 +48,7 @@ def test_a_healed_run_records_accuracy_before_and_after_and_its_own_key(tmp_path
         plain = compose("run", overrides=[*tiny_run, "method.n=2"])
         healed = compose("run", overrides=[*tiny_run, "method.n=2", *heal_args])
         bad = compose("run", overrides=[*tiny_run, "method.n=2", *heal_args, "heal.rank=0"])
-    assert experiment.run_key(plain) != experiment.run_key(healed)
+    assert run_keys.run_key(plain) != run_keys.run_key(healed)
     with pytest.raises(ConfigError, match=r"heal.rank=0 is not valid"):
         validate.check(bad, "run")
     record = experiment.run(healed, tmp_path / "out")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from whatmatters import experiment
+from whatmatters import run_keys
 
 ROOT = Path(__file__).parents[1]
 
@@ -30,22 +30,19 @@ def cfg(base: list[str], *extra: str):
         return compose("run", overrides=[*base, *extra])
 
 
-def score_key(c) -> dict:
-    """What `experiment._one_shot_scores` hashes (unquantized)."""
-    return experiment._spec(c, "model", "data") | {"c": c.criterion}
-
-
 def test_score_cache_key_covers_the_angular_setting_of_span_runs(base):
-    plain = score_key(cfg(base, "method=block"))
-    span = score_key(cfg(base, "method=block", "method.consecutive=true"))
-    last = score_key(cfg(base, "method=block", "method.consecutive=true", "method.angular=last_token"))
-    assert len({json.dumps(k, sort_keys=True) for k in (plain, span, last)}) == 3
+    plain = run_keys.scores_key(cfg(base, "method=block"))
+    span = run_keys.scores_key(cfg(base, "method=block", "method.consecutive=true"))
+    last = run_keys.scores_key(
+        cfg(base, "method=block", "method.consecutive=true", "method.angular=last_token")
+    )
+    assert len({plain, span, last}) == 3
     # Without a span the angular setting computes nothing, so it must not split the cache.
-    assert score_key(cfg(base, "method.angular=last_token")) == score_key(cfg(base))
+    assert run_keys.scores_key(cfg(base, "method.angular=last_token")) == run_keys.scores_key(cfg(base))
 
 
 def test_score_cache_key_covers_the_scoring_batch_size(base):
-    assert score_key(cfg(base, "batch_size=4")) != score_key(cfg(base))
+    assert run_keys.scores_key(cfg(base, "batch_size=4")) != run_keys.scores_key(cfg(base))
 
 
 @pytest.mark.parametrize(
@@ -62,35 +59,35 @@ def test_score_cache_key_covers_the_scoring_batch_size(base):
 )
 def test_run_and_baseline_keys_change_with_what_changes_the_numbers(base, change):
     before, after = cfg(base), cfg(base, *change)
-    assert experiment.run_key(after) != experiment.run_key(before)
+    assert run_keys.run_key(after) != run_keys.run_key(before)
     if not any(c.startswith(("method", "batch_size")) for c in change):
-        assert experiment.baseline_key(after) != experiment.baseline_key(before)
+        assert run_keys.baseline_key(after) != run_keys.baseline_key(before)
 
 
 def test_run_key_covers_the_device_type(base, monkeypatch):
-    cpu = experiment.run_key(cfg(base))
+    cpu = run_keys.run_key(cfg(base))
     monkeypatch.setattr("whatmatters.models.device_for", lambda name: "cuda")
-    assert experiment.run_key(cfg(base)) != cpu
+    assert run_keys.run_key(cfg(base)) != cpu
 
 
 def test_run_key_covers_the_package_version(base, monkeypatch):
-    now = experiment.run_key(cfg(base))
-    monkeypatch.setattr(experiment, "version", lambda name: "9.9.9")
-    assert experiment.run_key(cfg(base)) != now
+    now = run_keys.run_key(cfg(base))
+    monkeypatch.setattr(run_keys, "version", lambda name: "9.9.9")
+    assert run_keys.run_key(cfg(base)) != now
 
 
 def test_run_key_covers_the_weights_at_the_same_path(base, tiny_llama_dir):
-    before = experiment.run_key(cfg(base))
+    before = run_keys.run_key(cfg(base))
     config = json.loads((tiny_llama_dir / "config.json").read_text())
     (tiny_llama_dir / "config.json").write_text(json.dumps(config | {"rms_norm_eps": 1e-3}))
-    changed_config = experiment.run_key(cfg(base))
+    changed_config = run_keys.run_key(cfg(base))
     with (tiny_llama_dir / "model.safetensors").open("ab") as f:
         f.write(b"\0" * 8)  # other weights of another size: a re-saved or swapped checkpoint
-    assert len({before, changed_config, experiment.run_key(cfg(base))}) == 3
+    assert len({before, changed_config, run_keys.run_key(cfg(base))}) == 3
 
 
 def test_the_keys_record_what_they_cover(base):
-    spec = experiment._spec(cfg(base), "model", "data", "eval")
+    spec = run_keys.key_spec(cfg(base), "model", "data", "eval")
     assert spec["device_type"] == "cpu" and spec["version"]
     assert set(spec["weights"]) >= {"path", "config_sha256", "weights"}
     assert spec["eval_tasks"][0]["name"] == "wm_cloze" and "shots" in spec["eval_tasks"][0]

@@ -136,16 +136,16 @@ def test_a_group_size_that_does_not_divide_a_linear_fails_before_quantizing():
 
 
 def test_every_quant_config_parses_and_the_run_key_differs_by_scheme_and_order():
-    from whatmatters import experiment  # the app module, imported only where its keys are tested
+    from whatmatters import run_keys  # imported only where its keys are tested
 
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         cfgs = {q: compose("run", overrides=[f"quant={q}"]) for q in ("none", *SCHEMES)}
         swapped = compose("run", overrides=["quant=int4", "quant.order=quant_then_drop"])
     for cfg in cfgs.values():
         QuantSpec.from_config(cfg)
-    keys = {experiment.run_key(cfg) for cfg in [*cfgs.values(), swapped]}
+    keys = {run_keys.run_key(cfg) for cfg in [*cfgs.values(), swapped]}
     assert len(keys) == len(cfgs) + 1
-    baselines = {experiment.baseline_key(cfg) for cfg in cfgs.values()}
+    baselines = {run_keys.baseline_key(cfg) for cfg in cfgs.values()}
     assert len(baselines) == len(cfgs)
 
 

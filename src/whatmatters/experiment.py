@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -29,62 +28,17 @@ from whatmatters import (
     metrics,
     models,
     quant,
+    run_keys,
     speed,
     timing,
     tracking,
     validate,
 )
 from whatmatters.drop import DropResult
-from whatmatters.results import ResultsStore, RunRecord, config_key
+from whatmatters.results import ResultsStore, RunRecord
 from whatmatters.runs import apply_cell, apply_method, load_model, load_with_data, save_scores
 from whatmatters.scores import Scores, compute_scores
 from whatmatters.surgery import apply_plan
-
-MODEL_KEYS = ("name_or_path", "dtype", "revision", "random_init", "device_map")
-
-
-def _spec(cfg: DictConfig, *parts: str) -> dict:
-    """The parts of the config that determine a run's numbers (never paths of outputs or logging).
-
-    Beyond the config groups: which weights (config hash, weight files, Hub commit), the device type, the
-    eval tasks' shots and metrics as the code defines them, and the package version, so a record made
-    with other weights, hardware or code is never reused for this run.
-    """
-    spec = {part: OmegaConf.to_container(cfg[part], resolve=True) for part in parts}
-    if "model" in spec:  # a checkpoint revision, random init or device map only enters the key when set
-        model = spec["model"]
-        spec["model"] = {k: model.get(k) for k in MODEL_KEYS if k in MODEL_KEYS[:2] or model.get(k)}
-        spec["weights"] = models.fingerprint(cfg.model.name_or_path, cfg.model.get("revision"))
-        spec["device_type"] = torch.device(models.device_for(cfg.device)).type
-    if "data" in spec:  # everything else the scores depend on
-        method = cfg.get("method") or {}
-        angular = method.get("angular", "mean") if method.get("consecutive") else None
-        spec["scoring"] = {"batch_size": cfg.batch_size, "angular": angular}
-    if "eval" in spec:
-        spec["eval_tasks"] = [asdict(task) for task in evaluate.task_specs(cfg.eval.suite)]
-    return spec | {"seed": cfg.seed, "version": version("whatmatters")}
-
-
-def _quant(cfg: DictConfig) -> dict:
-    """The quant group as a key part; empty when unquantized, so unquantized runs keep the keys they had."""
-    if not quant.QuantSpec.from_config(cfg).enabled:
-        return {}
-    return {"quant": OmegaConf.to_container(cfg.quant, resolve=True)}
-
-
-def _heal(cfg: DictConfig) -> dict:
-    """The heal group as a key part; empty when off, so unhealed runs keep the keys they had."""
-    spec = heal.HealSpec.from_config(cfg)
-    return {"heal": spec.to_dict()} if spec.enabled else {}
-
-
-def baseline_key(cfg: DictConfig) -> str:
-    return config_key(_spec(cfg, "model", "eval", "speed") | {"method": "none"} | _quant(cfg))
-
-
-def run_key(cfg: DictConfig) -> str:
-    spec = _spec(cfg, "model", "data", "method", "eval", "speed")
-    return config_key(spec | {"mode": cfg.mode, "criterion": cfg.criterion} | _quant(cfg) | _heal(cfg))
 
 
 def _job(cfg: DictConfig, device: str) -> timing.Job:
@@ -126,7 +80,7 @@ def _accuracy(model, tokenizer, cfg: DictConfig) -> dict:
 
 def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
     """The unpruned model's record for this (model, suite, job): read from the store, or measured once."""
-    key = baseline_key(cfg)
+    key = run_keys.baseline_key(cfg)
     if (stored := store.get(key)) is not None:
         return stored
     start = time.perf_counter()
@@ -140,7 +94,7 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
         cfg,
         key,
         name=f"{cfg.model.name}-baseline",
-        config=_spec(cfg, "model", "eval", "speed"),
+        config=run_keys.key_spec(cfg, "model", "eval", "speed"),
         method={"target": "none"},
         mode=None,
         criterion=None,
@@ -163,10 +117,7 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
 
 def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores:
     """Scores of the original model, computed once per (model, data, criterion) and reused."""
-    # Scores of a model quantized before dropping are the quantized model's own.
-    quantized = _quant(cfg) if quant.QuantSpec.from_config(cfg).before_drop else {}
-    key = config_key(_spec(cfg, "model", "data") | {"c": cfg.criterion} | quantized)
-    path = store.root / "scores" / f"{key}.json"
+    path = store.root / "scores" / f"{run_keys.scores_key(cfg)}.json"
     if path.exists():
         return Scores.load(path)
     scores = compute_scores(
@@ -230,7 +181,7 @@ def dry_run(cfg: DictConfig) -> str:
     extras = [x for x in ("consecutive" * bool(m.consecutive), "no_residual" * bool(m.remove_residual)) if x]
     if m.get("budget"):
         extras.append(f"budget {m.budget.kind}={m.budget.target}")
-    if _heal(cfg):
+    if run_keys.heal_part(cfg):
         extras.append("heal=lora")
     return "  ".join(
         [f"[dry run] {cfg.model.name}", m.target, amount, cfg.mode, cfg.criterion, layers, *extras]
@@ -241,7 +192,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
     """One config of the grid, end to end; returns its record (the stored one if it already ran)."""
     cfg, _ = prepare(cfg)
     store = ResultsStore(cfg.results_dir)
-    key = run_key(cfg)
+    key = run_keys.run_key(cfg)
     if (stored := store.get(key)) is not None:
         print(f"[skip] {key} already in {store.root}")
         return _join(store, stored, cfg.experiment_name)
@@ -298,7 +249,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
         name="-".join(name),
         config=OmegaConf.to_container(cfg, resolve=True),
         # The heal spec rides in the method, so tables and figures tell healed and unhealed runs apart.
-        method=OmegaConf.to_container(method, resolve=True) | _heal(cfg),
+        method=OmegaConf.to_container(method, resolve=True) | run_keys.heal_part(cfg),
         heal=healing,
         mode=cfg.mode,
         criterion=cfg.criterion,
