@@ -7,10 +7,7 @@ large as fits, 2048 prompt + 2048 new tokens). Here one timed `generate` per rep
 * **decode**: the other G - 1 forwards (one token each, through the KV cache), per token;
 * **generate**: the whole call, sampling and bookkeeping included (the paper's number).
 
-Forward hooks on the model read the clock, after a device sync, when each forward starts and ends. Timing
-inside the real `generate` rather than a hand-written decode loop measures exactly the paper's job, with
-no second implementation to keep in step with transformers. The syncs cost little: in transformers 5.23
-greedy `generate` already waits for the device after every step to check the stopping criteria.
+The clock itself (device syncs, forward hooks inside the real `generate`) is `clock`.
 
 Models compared are timed alternately (A B A B ...), after each has warmed up, and every repeat is kept:
 load elsewhere on the machine then slows both calls of a pair instead of one model's whole block, and the
@@ -21,16 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
 
-from whatmatters import memory, models
+from whatmatters import clock, memory, models
 from whatmatters.adapters import adapter_for
 from whatmatters.metrics import Profile
 
@@ -107,69 +102,6 @@ class Timing:
         return statistics.median(self.generate_runs)
 
 
-# ---------------------------------------------------------------------------------------------
-# One timed generate
-# ---------------------------------------------------------------------------------------------
-def _now(device: torch.device) -> float:
-    """Wall clock once the device has finished the work queued so far."""
-    if device.type != "cpu":
-        torch.accelerator.synchronize(device)
-    return time.perf_counter()
-
-
-@contextlib.contextmanager
-def _spans(first: nn.Module, last: nn.Module, device: torch.device) -> Iterator[list[float]]:
-    """Seconds of each run from a call of `first` to the return of `last` (the same module: each call)."""
-    times: list[float] = []
-    starts: list[float] = []
-
-    def begin(*_) -> None:
-        starts.append(_now(device))
-
-    def end(*_) -> None:
-        times.append(_now(device) - starts.pop())
-
-    handles = [first.register_forward_pre_hook(begin), last.register_forward_hook(end)]
-    try:
-        yield times
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _prompt(model: PreTrainedModel, job: Job) -> torch.Tensor:
-    """(B, P) random token ids, the same for every model of the job; timing does not depend on the text."""
-    vocab = model.config.get_text_config(decoder=True).vocab_size
-    generator = torch.Generator().manual_seed(job.seed)
-    return torch.randint(vocab, (job.batch_size, job.prompt_len), generator=generator).to(job.device)
-
-
-def _generate(model: PreTrainedModel, ids: torch.Tensor, job: Job) -> Cache:
-    """Greedy `generate` of exactly G new tokens (min = max: no early stop); returns its KV cache."""
-    out = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=False,
-        min_new_tokens=job.new_tokens,
-        max_new_tokens=job.new_tokens,
-        pad_token_id=0,  # never written (no sequence ends early); set so generate does not warn
-        return_dict_in_generate=True,
-    )
-    return out.past_key_values
-
-
-def _check_model(model: PreTrainedModel, job: Job) -> torch.device:
-    """The model's device, after checking it runs the job's dtype on the job's device."""
-    param = next(model.parameters())
-    device = torch.device(job.device)
-    if param.dtype != models.DTYPES[job.dtype] or param.device.type != device.type:
-        raise ValueError(
-            f"The model is {param.dtype} on {param.device}, the job {job.dtype} on {job.device}: "
-            "build or load the model with the job's dtype and device"
-        )
-    return param.device
-
-
 class _Runner:
     """One model's timed calls of a job, collected repeat by repeat (so several can be interleaved)."""
 
@@ -177,7 +109,7 @@ class _Runner:
         self, model: PreTrainedModel, label: str, device: torch.device, job: Job, alone: bool
     ) -> None:
         self.model, self.label, self.device, self.job = model, label, device, job
-        self.ids = _prompt(model, job)
+        self.ids = clock.random_prompt(model, job)
         # Peak memory is per model only where it can be told apart from the other models' weights: on a GPU
         # (allocated bytes above those before the call, plus this model's weights) or a model timed alone.
         self.peak_readable = alone or self.device.type == "cuda"
@@ -186,16 +118,16 @@ class _Runner:
         self.cache: Cache | None = None
 
     def warm_up(self) -> None:
-        _generate(self.model, self.ids, self.job)
+        clock.generate_exactly(self.model, self.ids, self.job)
 
     def timed(self) -> None:
         job, device = self.job, self.device
         before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
         resettable = self.peak_readable and memory.reset_peak(device)
-        with _spans(self.model, self.model, device) as forwards:
-            start = _now(device)
-            self.cache = _generate(self.model, self.ids, job)
-            self.whole.append(_now(device) - start)
+        with clock.spans(self.model, self.model, device) as forwards:
+            start = clock.now(device)
+            self.cache = clock.generate_exactly(self.model, self.ids, job)
+            self.whole.append(clock.now(device) - start)
         if len(forwards) != job.new_tokens:
             raise RuntimeError(
                 f"generate ran {len(forwards)} forwards for {job.new_tokens} new tokens; expected a prefill "
@@ -251,7 +183,7 @@ def measure_alternating(
     """
     if len(models_) != len(labels):
         raise ValueError(f"{len(models_)} models but {len(labels)} labels")
-    devices = [_check_model(m, job) for m in models_]
+    devices = [clock.check_model(m, job) for m in models_]
     largest = max(models_, key=memory.weight_bytes)
     estimate = memory.estimate_memory(largest, job)
     memory.ensure_fits(estimate, job.device, resident=estimate.weights)
@@ -303,9 +235,9 @@ def profile(model: PreTrainedModel, job: Job, calls: int = 3) -> Profile:
     """
     if hasattr(model.config, "drop_plan"):
         raise ValueError("Profile the original model: plans and ideal speedups index its layers")
-    device = _check_model(model, job)
+    device = clock.check_model(model, job)
     adapter = adapter_for(model)
-    ids = _prompt(model, job)
+    ids = clock.random_prompt(model, job)
     kinds = ("attn", "mlp", "block")
     profiles = []
     with contextlib.ExitStack() as stack:
@@ -314,14 +246,14 @@ def profile(model: PreTrainedModel, job: Job, calls: int = 3) -> Profile:
             for kind in ("attn", "mlp"):
                 branch = adapter.branch(kind)
                 first, last = layer.get_submodule(branch.norm), layer.get_submodule(branch.output)
-                spans[kind].append(stack.enter_context(_spans(first, last, device)))
-            spans["block"].append(stack.enter_context(_spans(layer, layer, device)))
+                spans[kind].append(stack.enter_context(clock.spans(first, last, device)))
+            spans["block"].append(stack.enter_context(clock.spans(layer, layer, device)))
         for _ in range(calls):
             for times in (t for kind in kinds for t in spans[kind]):
                 times.clear()
-            start = _now(device)
-            _generate(model, ids, job)
-            total = _now(device) - start
+            start = clock.now(device)
+            clock.generate_exactly(model, ids, job)
+            total = clock.now(device) - start
             profiles.append(Profile(total, *(tuple(sum(t) for t in spans[kind]) for kind in kinds)))
     # The median call as a whole, not per-module medians: its module times add up within its own total.
     return sorted(profiles, key=lambda p: p.total_s)[len(profiles) // 2]
