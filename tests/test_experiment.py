@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
-from whatmatters import evaluate, experiment, run_keys
+from whatmatters import evaluate, experiment, run_keys, runs
 from whatmatters.results import ResultsStore
 
 ROOT = Path(__file__).parents[1]
@@ -134,3 +136,43 @@ def test_a_checkpoint_revision_or_random_init_changes_the_run_key_and_defaults_d
     assert len({run_keys.run_key(c) for c in (default, fresh, step)}) == 3
     # Records written before these options existed keep their keys: the defaults add nothing.
     assert set(run_keys.key_spec(default, "model")["model"]) == {"name_or_path", "dtype"}
+
+
+@pytest.fixture
+def hydra_app_config():
+    """Sets Hydra's runtime config as a Hydra app does for each job of a sweep; yields a compose function."""
+    instance = HydraConfig.instance()
+    saved = instance.cfg
+
+    def as_app(*overrides: str):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("run", overrides=list(overrides), return_hydra_config=True)
+        instance.set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # the app sees its config without the hydra node
+        return cfg
+
+    yield as_app
+    instance.cfg = saved
+
+
+def test_the_experiment_name_is_the_chosen_experiment_and_an_explicit_one_wins(hydra_app_config):
+    assert runs.with_experiment_name(hydra_app_config("experiment=table2")).experiment_name == "table2"
+    assert runs.with_experiment_name(hydra_app_config("experiment=table7")).experiment_name == "table7"
+    assert runs.with_experiment_name(hydra_app_config()).experiment_name is None
+    explicit = hydra_app_config("experiment=table2", "experiment_name=mine")
+    assert runs.with_experiment_name(explicit).experiment_name == "mine"
+
+
+def test_without_a_hydra_app_the_config_keeps_its_experiment_name():
+    assert not HydraConfig.initialized()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        plain = compose("run", overrides=["experiment=table2"])
+        tagged = compose("run", overrides=["experiment=table2", "experiment_name=table9"])
+    assert runs.with_experiment_name(plain).experiment_name is None
+    assert runs.with_experiment_name(tagged).experiment_name == "table9"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf" / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_no_experiment_file_types_its_own_name(path):
+    assert "experiment_name" not in OmegaConf.load(path)

@@ -36,7 +36,14 @@ from whatmatters import (
 )
 from whatmatters.drop import DropResult
 from whatmatters.results import ResultsStore, RunRecord
-from whatmatters.runs import apply_cell, apply_method, load_model, load_with_data, save_scores
+from whatmatters.runs import (
+    apply_cell,
+    apply_method,
+    load_model,
+    load_with_data,
+    save_scores,
+    with_experiment_name,
+)
 from whatmatters.scores import Scores, compute_scores
 from whatmatters.surgery import apply_plan
 
@@ -165,9 +172,9 @@ def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> Run
 
 
 def prepare(cfg: DictConfig) -> tuple[DictConfig, validate.Checked]:
-    """The config a run executes (a paper-table cell expanded to its method), checked before anything
-    loads or is written: a bad value fails here in seconds (validate.check)."""
-    cfg = apply_cell(cfg)
+    """The config a run executes (a paper-table cell expanded to its method, the chosen experiment named),
+    checked before anything loads or is written: a bad value fails here in seconds (validate.check)."""
+    cfg = with_experiment_name(apply_cell(cfg))
     return cfg, validate.check(cfg, "run")
 
 

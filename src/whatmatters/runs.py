@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -114,6 +115,24 @@ def apply_cell(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         cfg.method.target = target
         cfg.method.n, cfg.method.ratio = (value, None) if isinstance(value, int) else (None, value)
+    return cfg
+
+
+def with_experiment_name(cfg: DictConfig) -> DictConfig:
+    """The config with `experiment_name` set to the experiment chosen on the command line (`experiment=table2`
+    picks conf/experiment/table2.yaml), which tags the run's record for that table; nothing to type per file.
+
+    An explicit `experiment_name=...` wins, and a config composed without a Hydra app (tests, notebooks)
+    keeps the one it has: `${hydra:runtime.choices.experiment}` in conf/run.yaml would not resolve there.
+    """
+    if cfg.get("experiment_name") or not HydraConfig.initialized():
+        return cfg
+    chosen = HydraConfig.get().runtime.choices.get("experiment")
+    if not chosen:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.experiment_name = chosen
     return cfg
 
 
