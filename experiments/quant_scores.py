@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from whatmatters import quant, runs
+from whatmatters import apps, quant
 from whatmatters.io import atomic_write_text
 
 ROOT = Path(__file__).parents[1]
@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     spec = quant.QuantSpec.from_config(cfg)
     if not spec.enabled:
         raise SystemExit("quant=none: choose a scheme to compare with full precision, e.g. quant=int4")
-    model, _, ids = runs.load_with_data(cfg)
+    model, _, ids = apps.load_with_data(cfg)
     layers = model.config.num_hidden_layers
     attn_n = [round(f * layers) for f in FRACTIONS]
     result = quant.score_stability(

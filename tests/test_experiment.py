@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from whatmatters import evaluate, experiment, run_keys, runs
+from whatmatters import apps, evaluate, experiment, run_keys
 from whatmatters.results import ResultsStore
 
 ROOT = Path(__file__).parents[1]
@@ -157,11 +157,11 @@ def hydra_app_config():
 
 
 def test_the_experiment_name_is_the_chosen_experiment_and_an_explicit_one_wins(hydra_app_config):
-    assert runs.with_experiment_name(hydra_app_config("experiment=table2")).experiment_name == "table2"
-    assert runs.with_experiment_name(hydra_app_config("experiment=table7")).experiment_name == "table7"
-    assert runs.with_experiment_name(hydra_app_config()).experiment_name is None
+    assert apps.with_experiment_name(hydra_app_config("experiment=table2")).experiment_name == "table2"
+    assert apps.with_experiment_name(hydra_app_config("experiment=table7")).experiment_name == "table7"
+    assert apps.with_experiment_name(hydra_app_config()).experiment_name is None
     explicit = hydra_app_config("experiment=table2", "experiment_name=mine")
-    assert runs.with_experiment_name(explicit).experiment_name == "mine"
+    assert apps.with_experiment_name(explicit).experiment_name == "mine"
 
 
 def test_without_a_hydra_app_the_config_keeps_its_experiment_name():
@@ -169,8 +169,8 @@ def test_without_a_hydra_app_the_config_keeps_its_experiment_name():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         plain = compose("run", overrides=["experiment=table2"])
         tagged = compose("run", overrides=["experiment=table2", "experiment_name=table9"])
-    assert runs.with_experiment_name(plain).experiment_name is None
-    assert runs.with_experiment_name(tagged).experiment_name == "table9"
+    assert apps.with_experiment_name(plain).experiment_name is None
+    assert apps.with_experiment_name(tagged).experiment_name == "table9"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf" / "experiment").glob("*.yaml")), ids=lambda p: p.stem)

@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from whatmatters.apps import apply_cell
 from whatmatters.paper import PAPER_MODELS, TABLES
-from whatmatters.runs import apply_cell
 from whatmatters.validate import ConfigError
 
 ROOT = Path(__file__).parents[1]

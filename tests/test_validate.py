@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from whatmatters import experiment, runs, validate
+from whatmatters import apps, experiment, validate
 from whatmatters.shapes import mistral_7b
 from whatmatters.validate import ConfigError
 
@@ -59,7 +59,7 @@ def config(app: str, overrides: list[str]):
         return compose(app, overrides=overrides)
 
 
-APP = {"run": experiment.run, "drop": runs.drop, "score": runs.score}
+APP = {"run": experiment.run, "drop": apps.drop, "score": apps.score}
 
 
 @pytest.mark.parametrize(
@@ -126,14 +126,14 @@ def test_asking_for_a_gpu_on_a_machine_without_one_fails_naming_the_fix(tiny, no
     with pytest.raises(
         ConfigError, match="device='cuda' is not valid: cpu or auto: this machine has no CUDA"
     ):
-        runs.score(config("score", [*tiny, "device=cuda"]), tmp_path / "out")
+        apps.score(config("score", [*tiny, "device=cuda"]), tmp_path / "out")
 
 
 def test_a_calibration_set_larger_than_the_corpus_fails_with_its_size(tiny, no_load, tmp_path):
     lee = [o for o in tiny if not o.startswith(("data=", "data.path"))] + ["data=lee", "data.n=20000"]
     lee = [o for o in lee if o != "data.n=4"]
     with pytest.raises(ConfigError, match=r"data.n=20000, data.seq_len=16, data.source='lee'.*tokens but"):
-        runs.score(config("score", lee), tmp_path / "out")
+        apps.score(config("score", lee), tmp_path / "out")
 
 
 def test_the_iterative_cache_is_sized_before_scoring(tiny, no_load, tmp_path, monkeypatch):

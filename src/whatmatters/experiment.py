@@ -34,9 +34,7 @@ from whatmatters import (
     tracking,
     validate,
 )
-from whatmatters.drop import DropResult
-from whatmatters.results import ResultsStore, RunRecord
-from whatmatters.runs import (
+from whatmatters.apps import (
     apply_cell,
     apply_method,
     load_model,
@@ -44,6 +42,8 @@ from whatmatters.runs import (
     save_scores,
     with_experiment_name,
 )
+from whatmatters.drop import DropResult
+from whatmatters.results import ResultsStore, RunRecord
 from whatmatters.scores import Scores, compute_scores
 from whatmatters.surgery import apply_plan
 

@@ -1,4 +1,7 @@
-"""What the Hydra apps in experiments/ do, as plain functions of a config (importable, testable)."""
+"""The score and drop apps (experiments/score.py, drop.py) as plain functions of a config, and the steps
+every app shares: load the configured model and calibration data, expand a table cell, name the experiment,
+drop the configured method, save scores with their heatmap. The run app is `experiment.run`, the speed app
+`speed.run`; tests call all of them without Hydra."""
 
 from __future__ import annotations
 
@@ -192,7 +195,7 @@ def drop_summary(out: dict) -> str:
     return "\n".join(lines)
 
 
-def summary(scores: Scores, k: int = 8) -> str:
+def score_summary(scores: Scores, k: int = 8) -> str:
     """A one-screen summary: the k least important layers of each kind."""
     meta = scores.meta
     lines = [f"{meta.get('model', '?')}: {scores.num_layers} layers, {meta.get('tokens')} calibration tokens"]
