@@ -62,13 +62,13 @@ def test_the_main_curve_holds_only_cosine_runs_and_each_ablation_gets_its_own(tm
     for r in records:  # a method field every run shares (here the scorer's angular default) names nothing
         r.method.extra["angular"] = "mean"
     drawn = {}
-    save = plots._save
+    save = plots.save_figure
 
     def keep(fig, stem, data):
         drawn[stem.name] = [xy for line in fig.axes[0].lines if (xy := line.get_xydata().tolist())]
         return save(fig, stem, data)
 
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(plots, "save_figure", keep)
     store = ResultsStore(tmp_path / "results")
     for r in records:
         store.put(r)

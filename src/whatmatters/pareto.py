@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from whatmatters.io import atomic_write_text
-from whatmatters.plots import _save
+from whatmatters.plots import save_figure
 from whatmatters.results import ResultsStore, RunRecord, base_setting, config_key
 from whatmatters.tables import method_label
 
@@ -120,7 +120,7 @@ def speed_accuracy(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, stem, frame)
+    return save_figure(fig, stem, frame)
 
 
 def speed_accuracy_plots(records: Iterable[RunRecord], out_dir: Path) -> list[Path]:

@@ -172,8 +172,8 @@ def points(fs: FigureSet) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _save(fig: plt.Figure, stem: Path, data: pd.DataFrame) -> list[Path]:
-    """PNG, PDF and the CSV of exactly the numbers drawn (with each point's record key)."""
+def save_figure(fig: plt.Figure, stem: Path, data: pd.DataFrame) -> list[Path]:
+    """PNG, PDF and the CSV of exactly the numbers drawn (with each point's record key): every figure's files."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
@@ -200,7 +200,7 @@ def _lines(frame: pd.DataFrame, stem: Path, title: str, style: str | None) -> li
     ax.set(xlabel="modules dropped", ylabel="average accuracy (%)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, stem, frame)
+    return save_figure(fig, stem, frame)
 
 
 def drop_curves(fs: FigureSet, stem: Path) -> list[Path]:
@@ -238,7 +238,7 @@ def speed_bars(fs: FigureSet, stem: Path) -> list[Path]:
     ax.set_title(fs.title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, stem, frame)
+    return save_figure(fig, stem, frame)
 
 
 def sdr_vs_speedup(fs: FigureSet, stem: Path) -> list[Path]:
@@ -263,7 +263,7 @@ def sdr_vs_speedup(fs: FigureSet, stem: Path) -> list[Path]:
     if len(shown):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, stem, frame)
+    return save_figure(fig, stem, frame)
 
 
 def checkpoint_label(scores: Scores) -> str:
@@ -301,4 +301,4 @@ def redundancy_across_training(runs: list[Scores], stem: Path, title: str) -> li
     grid.set(yscale="log", ylabel="1 - cos(X, Y)")
     grid.figure.suptitle(title)
     grid.figure.tight_layout()
-    return _save(grid.figure, stem, data)
+    return save_figure(grid.figure, stem, data)
