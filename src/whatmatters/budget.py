@@ -25,7 +25,7 @@ from whatmatters.adapters import KINDS, adapter_for
 from whatmatters.memory import kv_layer_bytes
 from whatmatters.metrics import Profile
 from whatmatters.plans import Plan
-from whatmatters.scores import Scores
+from whatmatters.score_data import Scores
 from whatmatters.timing import Job, profile
 
 BUDGET_KINDS = ("speedup", "kv_bytes", "params")

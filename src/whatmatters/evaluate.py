@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from whatmatters import eval_docs, eval_tasks
 from whatmatters.eval_suites import (
     ACCURACY_METRICS,
-    PROXY_NOTE,
     SUITES,
     TASKS,
     EvalError,
@@ -31,7 +30,6 @@ from whatmatters.eval_suites import (
     check_options,
     protocol,
     sample_sizes,
-    task_note,
     task_specs,
 )
 
@@ -111,7 +109,7 @@ def evaluate(
     for spec in specs:
         result = eval_docs.task_score(spec, raw[spec.name])
         scores[spec.name] = result | eval_docs.doc_values(spec, leaves[spec.name], logged)
-        scores[spec.name]["note"] = PROXY_NOTE if spec.proxy else task_note(spec.name, source)
+        scores[spec.name]["note"] = eval_docs.task_note(spec, source)
     accuracies = [scores[s.name] for s in specs if s.accuracy]
     n = len(accuracies)
     scores["avg"] = sum(a["value"] for a in accuracies) / n if n else math.nan

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from whatmatters.scores import Scores
+from whatmatters.score_data import Scores
 
 
 @dataclass(frozen=True)
