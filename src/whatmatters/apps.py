@@ -72,6 +72,20 @@ def score(cfg: DictConfig, out_dir: Path) -> Scores:
     return scores
 
 
+def method_scores(cfg: DictConfig, model: PreTrainedModel, ids: torch.Tensor) -> Scores:
+    """One-shot scores for `cfg.method`: its criterion, and angular distances only where it drops a span."""
+    method = cfg.method
+    return compute_scores(
+        model,
+        ids,
+        batch_size=cfg.batch_size,
+        criterion=cfg.criterion,
+        angular=method.consecutive,
+        angular_tokens=method.angular,
+        seed=cfg.seed,
+    )
+
+
 def apply_method(
     cfg: DictConfig, model: PreTrainedModel, ids: torch.Tensor, scores: Scores | None
 ) -> DropResult:
@@ -83,15 +97,7 @@ def apply_method(
             model, ids, method.target, **amount, criterion=cfg.criterion, batch_size=cfg.batch_size
         )
     if scores is None:
-        scores = compute_scores(
-            model,
-            ids,
-            batch_size=cfg.batch_size,
-            criterion=cfg.criterion,
-            angular=method.consecutive,
-            angular_tokens=method.angular,
-            seed=cfg.seed,
-        )
+        scores = method_scores(cfg, model, ids)
     return one_shot_drop(model, scores, method.target, **amount, consecutive=method.consecutive)
 
 

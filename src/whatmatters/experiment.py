@@ -39,12 +39,13 @@ from whatmatters.apps import (
     apply_method,
     load_model,
     load_with_data,
+    method_scores,
     save_scores,
     with_experiment_name,
 )
 from whatmatters.drop import DropResult
 from whatmatters.results import ResultsStore, RunRecord
-from whatmatters.scores import Scores, compute_scores
+from whatmatters.scores import Scores
 from whatmatters.surgery import apply_plan
 
 
@@ -127,15 +128,7 @@ def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores
     path = store.root / "scores" / f"{run_keys.scores_key(cfg)}.json"
     if path.exists():
         return Scores.load(path)
-    scores = compute_scores(
-        model,
-        ids,
-        batch_size=cfg.batch_size,
-        criterion=cfg.criterion,
-        angular=cfg.method.consecutive,
-        angular_tokens=cfg.method.angular,
-        seed=cfg.seed,
-    )
+    scores = method_scores(cfg, model, ids)
     scores.save(path)
     return scores
 

@@ -10,7 +10,7 @@ it asks the question directly, at the price of one partial forward pass per cand
 important, as for every criterion, so the same plans, tables and iterative drop apply.
 
 Cost saving: removing a module of layer p leaves every layer below p unchanged, so one base pass
-caches the residual stream entering each layer (`scores.StreamCache`) and each candidate's pass runs
+caches the residual stream entering each layer (`stream_cache.StreamCache`) and each candidate's pass runs
 only layers >= p from that cached input. Scoring all three kinds costs about 1 + 3 L / 2 forward-pass
 equivalents (`meta["forward_equivalents"]`), against cosine's 1. A removed branch is removed exactly
 as surgery removes it: it adds zero to the stream (hidden = X).
@@ -27,79 +27,24 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from whatmatters.adapters import adapter_for
-from whatmatters.scores import SCORE_KINDS, Scores, StreamCache, _Skip, kept_layers
-
-
-def _zero_output(module: nn.Module, args: tuple, output: Tensor | tuple) -> Tensor | tuple:
-    """Forward hook: the branch adds nothing to the stream, as a dropped branch does after surgery."""
-    if isinstance(output, tuple):
-        return (torch.zeros_like(output[0]), *output[1:])
-    return torch.zeros_like(output)
+from whatmatters.analysis import branch_zeroed
+from whatmatters.scores import SCORE_KINDS, Scores, in_original_numbering, kept_layers
+from whatmatters.stream_cache import Skip, StreamCache, caching_inputs, from_layer
 
 
 @contextlib.contextmanager
 def _removed(model: nn.Module, position: int, kind: str) -> Iterator[None]:
     """`model` with the `kind` module of its `position`-th layer removed, for the duration of the block."""
-    adapter = adapter_for(model)
-    layers = adapter.layers(model)
-    if kind == "block":
-        layer, layers[position] = layers[position], _Skip()
-        try:
+    if kind != "block":
+        with branch_zeroed(model, kind, position):  # adds nothing to the stream, as after surgery
             yield
-        finally:
-            layers[position] = layer
-        return
-    output = getattr(layers[position], adapter.branch(kind).output)
-    handle = output.register_forward_hook(_zero_output)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
-def _from_layer(
-    model: nn.Module, start: int, restart: list[Tensor] | None, batch: list[int]
-) -> Iterator[None]:
-    """Run only layers >= `start`, fed the cached stream entering layer `start` (batch index in `batch[0]`).
-
-    With `restart=None` every layer runs. Layers below `start` become identities, so their cost is nil.
-    """
-    if restart is None:
-        yield
         return
     layers = adapter_for(model).layers(model)
-    skipped = [layers[i] for i in range(start)]
-    for i in range(start):
-        layers[i] = _Skip()
-
-    def inject(module, args, kwargs):
-        h = restart[batch[0]].to(args[0].device if args else kwargs["hidden_states"].device)
-        return ((h, *args[1:]), kwargs) if args else (args, kwargs | {"hidden_states": h})
-
-    # Prepended: hooks already on that layer (the cache filler) must see the injected stream.
-    handle = layers[start].register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+    layer, layers[position] = layers[position], Skip()
     try:
         yield
     finally:
-        handle.remove()
-        for i, layer in enumerate(skipped):
-            layers[i] = layer
-
-
-def _fill_cache(model: nn.Module, cache: StreamCache, start: int) -> list:
-    """Pre-hooks that store each layer's input (layers >= start) in `cache`, one tensor per batch."""
-    handles = []
-    for i, layer in enumerate(adapter_for(model).layers(model)):
-        if i < start:
-            continue
-
-        def store(module, args, kwargs, i=i):
-            h = args[0] if args else kwargs["hidden_states"]
-            cache.inputs.setdefault(i, []).append(h.detach().cpu())
-
-        handles.append(layer.register_forward_pre_hook(store, with_kwargs=True))
-    return handles
+        layers[position] = layer
 
 
 @torch.no_grad()
@@ -155,13 +100,8 @@ def loss_scores(
     layers = adapter.layers(model)
     n = len(layers)
     batch = [0]
-    handles = _fill_cache(model, cache, start)
-    try:
-        with _from_layer(model, start, restart, batch):
-            base = mean_nll(model, input_ids, mask, batch_size, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    with from_layer(model, start, restart, batch), caching_inputs(model, cache, start):
+        base = mean_nll(model, input_ids, mask, batch_size, batch)
     cost = (n - start) / n
     nan = float("nan")
     raw = {kind: [nan] * n for kind in SCORE_KINDS}
@@ -170,14 +110,10 @@ def loss_scores(
     ]
     for p, kind in tqdm(candidates, desc="loss scores", disable=not progress):
         # Removed first: a removed block's stand-in is what receives the cached stream.
-        with _removed(model, p, kind), _from_layer(model, p, cache.inputs[p] if p > 0 else None, batch):
+        with _removed(model, p, kind), from_layer(model, p, cache.inputs[p] if p > 0 else None, batch):
             raw[kind][p] = mean_nll(model, input_ids, mask, batch_size, batch) - base
         cost += (n - p) / n
-    kept, total = kept_layers(model)
-    scores = {kind: [nan] * total for kind in SCORE_KINDS}
-    for kind in SCORE_KINDS:
-        for pos, layer in enumerate(kept):
-            scores[kind][layer] = raw[kind][pos]
+    scores = in_original_numbering(model, raw)
     meta = {
         "criterion": "loss",
         "angular": None,
@@ -186,7 +122,7 @@ def loss_scores(
         "tokens": int(mask.sum()),
         "base_loss": base,
         "forward_equivalents": cost,
-        "kept_layers": kept,
+        "kept_layers": kept_layers(model)[0],
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "model_type": model.config.model_type,
     }

@@ -13,7 +13,6 @@ branch output, so the stock forward runs unchanged and all three kinds come from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +29,7 @@ from whatmatters.criteria import (
     criteria,
 )
 from whatmatters.score_data import SCORE_KINDS, Scores
+from whatmatters.stream_cache import StreamCache, caching_inputs, from_layer, hidden_input
 
 # Which tokens the angular distance averages: every non-padding token (`mean`), or only each sample's last
 # token (`last_token`, Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper Layers").
@@ -39,33 +39,8 @@ ANGULAR_TOKENS = ("mean", "last_token")
 # ---------------------------------------------------------------------------------------------
 # The one-pass scorer
 # ---------------------------------------------------------------------------------------------
-def _hidden(args: tuple, kwargs: dict) -> Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
 def _first(output: Tensor | tuple) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
-
-
-class _Skip(nn.Module):
-    """Stands in for a decoder layer below the restart point: its output is already cached."""
-
-    def forward(self, hidden_states: Tensor, *args, **kwargs) -> Tensor:
-        return hidden_states
-
-
-@dataclass
-class StreamCache:
-    """The residual stream entering each layer, per calibration batch, from the last pass.
-
-    Dropping a module of layer l leaves every layer below l unchanged, so an iterative drop can
-    re-score from layer l on, starting from the cached input of layer l (kept on the CPU).
-    """
-
-    inputs: dict[int, list[Tensor]] = field(default_factory=dict)
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for batch in self.inputs.values() for t in batch)
 
 
 class _Collector:
@@ -77,8 +52,6 @@ class _Collector:
         fn: TokenCriterion,
         angular: bool,
         start: int = 0,
-        restart: list[Tensor] | None = None,
-        cache: StreamCache | None = None,
         last_token: bool = False,
     ) -> None:
         adapter = adapter_for(model)
@@ -91,17 +64,10 @@ class _Collector:
         self.last_token = last_token  # angular distance of each sample's last token only (Gromov et al.)
         self.angular_count = 0  # tokens (or samples, for last_token) the angular sums run over
         self.mask: Tensor | None = None  # bool [B, T] of the batch in flight
-        self.batch = 0  # index of the batch in flight, to read the restart inputs
-        self.start, self.restart, self.cache = start, restart, cache
         self._inputs: dict[tuple[str, int], Tensor] = {}
         self._streams: list[Tensor] = []  # normalised residual stream at each layer boundary
         self._handles = []
         self.hooked: set[tuple[str, int]] = set()
-        if start > 0:
-            # Registered first, so the scoring hooks of layer `start` see the cached input.
-            self._handles.append(
-                self.layers[start].register_forward_pre_hook(self._restart, with_kwargs=True)
-            )
         for i, layer in enumerate(self.layers):
             if i < start:
                 continue
@@ -111,12 +77,6 @@ class _Collector:
                     branch = adapter.branch(kind)
                     self._hook_pair(getattr(layer, branch.norm), getattr(layer, branch.output), (kind, i))
                     self.hooked.add((kind, i))
-
-    def _restart(self, module, args, kwargs):
-        h = self.restart[self.batch].to(_hidden(args, kwargs).device)
-        if args:
-            return (h, *args[1:]), kwargs
-        return args, kwargs | {"hidden_states": h}
 
     def _tokens(self, h: Tensor) -> Tensor:
         # A model dispatched over devices runs each layer on its own device: the mask follows the stream.
@@ -138,14 +98,10 @@ class _Collector:
         kind, i = key
 
         def capture(module, args, kwargs):
-            x = _hidden(args, kwargs)
+            x = hidden_input(args, kwargs)
             self._inputs[key] = x
-            if kind != "block":
-                return
-            if self.angular is not None:
+            if kind == "block" and self.angular is not None:
                 self._streams.append(self._stream(x))
-            if self.cache is not None:
-                self.cache.inputs.setdefault(i, []).append(x.detach().cpu())
 
         def score(module, args, kwargs, output):
             x = self._tokens(self._inputs.pop(key))
@@ -161,7 +117,6 @@ class _Collector:
 
     def end_batch(self) -> None:
         self.tokens += int(self.mask.sum())
-        self.batch += 1
         if self.angular is not None:
             h = torch.stack(self._streams)  # (L+1, tokens, hidden) unit vectors; last_token: tokens = B
             self.angular_count += h.shape[1]
@@ -192,6 +147,18 @@ def kept_layers(model: nn.Module) -> tuple[list[int], int]:
         n = len(adapter_for(model).layers(model))
         return list(range(n)), n
     return [i for i in range(plan["num_layers"]) if i not in plan["blocks"]], plan["num_layers"]
+
+
+def in_original_numbering(model: nn.Module, raw: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per-kind values indexed by `model`'s current layers, re-indexed by the original layer numbers (a pruned
+    model's plan says which), NaN for removed blocks: every score of a model lines up with its original's."""
+    kept, total = kept_layers(model)
+    out = {}
+    for kind in SCORE_KINDS:
+        out[kind] = [float("nan")] * total
+        for pos, layer in enumerate(kept):
+            out[kind][layer] = raw[kind][pos]
+    return out
 
 
 @torch.no_grad()
@@ -239,31 +206,26 @@ def compute_scores(
     # which modules exist, so their result has the same shape (NaN for dropped modules).
     fn = TOKEN_CRITERIA.get(criterion, cosine)
     last_token = angular_tokens == "last_token"
-    collector = _Collector(model, fn, angular, start, restart, cache, last_token=last_token)
+    collector = _Collector(model, fn, angular, start, last_token=last_token)
     layers = collector.layers
-    skipped = [layers[i] for i in range(start)]
-    for i in range(start):
-        layers[i] = _Skip()
     device = next(model.parameters()).device
+    batch = [0]
     try:
-        for first in tqdm(range(0, len(input_ids), batch_size), desc="scoring", disable=not progress):
-            ids, m = input_ids[first : first + batch_size], mask[first : first + batch_size]
-            collector.mask = m.bool().to(device)
-            model(input_ids=ids.to(device), attention_mask=m.to(device), use_cache=False)
-            collector.end_batch()
+        with from_layer(model, start, restart, batch), caching_inputs(model, cache, start):
+            batches = range(0, len(input_ids), batch_size)
+            for b, first in enumerate(tqdm(batches, desc="scoring", disable=not progress)):
+                batch[0] = b  # which batch's cached stream `from_layer` injects
+                ids, m = input_ids[first : first + batch_size], mask[first : first + batch_size]
+                collector.mask = m.bool().to(device)
+                model(input_ids=ids.to(device), attention_mask=m.to(device), use_cache=False)
+                collector.end_batch()
     finally:
         collector.remove()
-        for i, layer in enumerate(skipped):
-            layers[i] = layer
-    raw = collector.result()
-    kept, total = kept_layers(model)
-    for kind in SCORE_KINDS:
-        # Layers below `start` did not run: their scores come from the caller. A pruned model's
-        # scores are indexed by the original layer numbers, NaN for removed blocks.
-        values = [float("nan")] * start + raw[kind][start:]
-        raw[kind] = [float("nan")] * total
-        for pos, layer in enumerate(kept):
-            raw[kind][layer] = values[pos]
+    result = collector.result()
+    # Layers below `start` did not run: their scores come from the caller.
+    result |= {kind: [float("nan")] * start + result[kind][start:] for kind in SCORE_KINDS}
+    raw = {"angular": result["angular"], **in_original_numbering(model, result)}
+    kept = kept_layers(model)[0]
     if criterion in ORDER_CRITERIA:
         order = ORDER_CRITERIA[criterion]
         for offset, kind in enumerate(SCORE_KINDS):  # distinct seeds: kinds must not tie in a joint ranking
