@@ -173,7 +173,7 @@ def points(fs: FigureSet) -> pd.DataFrame:
 
 
 def save_figure(fig: plt.Figure, stem: Path, data: pd.DataFrame) -> list[Path]:
-    """PNG, PDF and the CSV of exactly the numbers drawn (with each point's record key): every figure's files."""
+    """Every figure's files: PNG, PDF and the CSV of exactly the numbers drawn, with each point's key."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
