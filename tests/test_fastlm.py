@@ -11,8 +11,9 @@ from lm_eval.models.huggingface import HFLM
 from transformers import AutoTokenizer
 
 from conftest import tiny_model
-from whatmatters.fastlm import PrefixSharingLM, radix_tree
+from whatmatters.fastlm import PrefixSharingLM
 from whatmatters.plans import Plan
+from whatmatters.prefix_tree import radix_tree
 from whatmatters.surgery import apply_plan
 
 MAX_LENGTH = 48  # short, so some requests are truncated from the left as HFLM truncates them
@@ -113,6 +114,19 @@ def test_shared_preamble_and_contexts_are_computed_once(tok):
     assert fast.tokens_computed == len(preamble) + sum(map(len, docs)) + own_ending_tokens
     stock_tokens = sum(len(c) + len(e) - 1 for _, c, e in requests)
     assert stock_tokens > 6 * fast.tokens_computed
+
+
+def test_answer_choices_of_many_docs_share_one_forward(tok):
+    """Leaves under different docs are batched together over left-padded prefixes, with HFLM's answers."""
+    stock, fast = both(tiny_model("llama"), tok, batch_size=64)
+    preamble = list(range(2, 12))
+    docs = [[20 + d] + [40 + d] * d for d in range(6)]  # distinct first tokens, 1..6 tokens: ragged prefixes
+    endings = [[60 + k] + [70 + k] * (k % 3) for k in range(4)]  # leaves of 0..2 own tokens
+    requests = [
+        ((f"{d}", f"{k}"), preamble + doc, e) for d, doc in enumerate(docs) for k, e in enumerate(endings)
+    ]
+    assert_same(stock._loglikelihood_tokens(requests), fast._loglikelihood_tokens(requests))
+    assert fast.forwards == 3  # the preamble, the docs' contexts, all docs' endings: not one forward per doc
 
 
 def test_unsupported_cache_layout_is_refused_before_any_forward(tok, monkeypatch):

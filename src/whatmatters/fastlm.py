@@ -9,25 +9,29 @@ context four times, once per ending, and a few-shot preamble shared by every doc
    whose last `len(continuation)` positions are scored;
 2. the distinct windows go into a radix tree (sorted, adjacent longest common prefixes): a node is a run of
    tokens shared by every window below it;
-3. the tree is walked depth first; the children of a node are computed in batches of `batch_size` rows on
-   top of the node's KV cache (repeated per row, never recomputed), right-padded as HFLM pads them, and a
-   child with children of its own keeps only its new KV slice: memory holds the current root-to-node
-   chain and one batch of slices per level of it, never the whole tree's cache.
+3. the tree is walked depth first; the children of a node are computed in batches of up to `batch_size`
+   rows on top of the node's KV cache (repeated per row, never recomputed), right-padded as HFLM pads
+   them, and an inner node keeps only its new KV slice: memory holds the chains of the nodes waiting in
+   the pool (below), never the whole tree's cache;
+4. segments are pooled across nodes, so the answer choices of many docs share one forward: each row's own
+   prefix cache is left-padded to the longest in the batch and masked out, as batched generation pads
+   it. A forward of a few positions costs about as much as one of a few hundred (reading the weights
+   dominates), so one forward per doc would cost more than its tokens. Batches group rows of similar
+   length, so padding stays a small share of the positions run.
 
 Caches are built from `DynamicCache(config=model.config)`, as the model's own forward builds them: a
 pruned model (`whatmatters.surgery.apply_plan`) gets one layer per kept attention, and sliding-window
-layers (Gemma2/3) keep their last `sliding_window - 1` tokens. `tokens_computed` counts the positions run
-through the model (`tokens_padded` the padding), so tests and `benchmarks/bench_eval.py` can check that a
-shared prefix is computed once.
+layers (Gemma2/3) keep their last `sliding_window - 1` tokens (they are not pooled: a left-padded sliding
+window would hold the wrong tokens). `tokens_computed` counts the positions run through the model
+(`tokens_padded` the padding, `forwards` the calls), so tests and `benchmarks/bench_eval.py` can check that
+a shared prefix is computed once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
@@ -35,109 +39,55 @@ from tqdm import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
+from whatmatters.prefix_tree import KV, Node, State, radix_tree, register, tree_tokens
+
 log = logging.getLogger(__name__)
 Request = tuple[tuple[str, str] | None, list[int], list[int]]
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per cache layer: keys, values of shape (1, H, T, D)
 CPU_AUTO_BATCH = 16  # rows per forward for batch_size="auto" off CUDA, where HFLM's probing takes minutes
+# Below this many positions a forward costs about the same as one of this many (the weights' read dominates:
+# SmolLM2-135M on 2 CPU cores, ~0.1 s per forward, ~500 positions/s), so padding there costs nothing.
+CHEAP_POSITIONS = 256
+PAD_SHARE = 1.25  # above CHEAP_POSITIONS, a batch may run at most this many times its real positions
+# Left padding of the prefixes costs cache memory and a little attention, not the per-position MLP work, so it
+# is only bounded once the padded cache is large (per row and layer: SmolLM2-135M ~46 KB per position).
+CHEAP_PAST = 16 * CHEAP_POSITIONS
+POOL_BATCHES = 4  # pooled segments run once this many full batches wait: room to group similar lengths
 
 
 @dataclass(eq=False)
-class _Node:
-    """A run of tokens `seqs[rep][start:end]` shared by every window in this subtree."""
+class _Row:
+    """One segment to compute: `node`'s tokens on top of the prefix `state`, whose cache is `base`."""
 
-    start: int
-    end: int
-    rep: int
-    parent: _Node | None = None
-    terminal: int = -1  # the window that ends here, if any
-    children: list[_Node] = field(default_factory=list)
-    # Scored positions inside this node: offset in the segment, target token, request index.
-    needs: list[tuple[int, int, int]] = field(default_factory=list)
+    node: Node
+    state: State
+    base: KV | None
 
-
-@dataclass(eq=False)
-class _State:
-    """The KV cache of a prefix of `length` tokens, as a chain of per-node slices (no copy of the parent)."""
-
-    length: int
-    kv: KV
-    parent: _State | None = None
-
-    def materialize(self, layers: Sequence[DynamicLayer]) -> KV:
-        """Per layer, the keys/values a cache layer of that kind holds after this prefix."""
-        chain = []
-        state: _State | None = self
-        while state is not None:
-            if state.kv:  # the root holds no tokens
-                chain.append(state.kv)
-            state = state.parent
-        chain.reverse()
-        out = []
-        for i, layer in enumerate(layers):
-            keys = torch.cat([kv[i][0] for kv in chain], dim=-2)
-            values = torch.cat([kv[i][1] for kv in chain], dim=-2)
-            if isinstance(layer, DynamicSlidingWindowLayer):
-                keys, values = (
-                    keys[:, :, 1 - layer.sliding_window :],
-                    values[:, :, 1 - layer.sliding_window :],
-                )
-            out.append((keys, values))
-        return out
+    @property
+    def past(self) -> int:
+        return self.state.length
 
 
-def radix_tree(seqs: list[tuple[int, ...]]) -> tuple[_Node, list[_Node]]:
-    """The compressed trie of distinct, lexicographically sorted `seqs`, and the node where each one ends."""
-    root = _Node(0, 0, -1)
-    stack, ends = [root], []
-    previous: np.ndarray | None = None
-    for i, seq in enumerate(seqs):
-        current = np.asarray(seq, dtype=np.int64)
-        lcp = 0
-        if previous is not None:
-            m = min(len(previous), len(current))
-            diff = np.flatnonzero(previous[:m] != current[:m])
-            lcp = int(diff[0]) if len(diff) else m
-        while len(stack) > 1 and stack[-1].start >= lcp:
-            stack.pop()
-        top = stack[-1]
-        if top.end > lcp:  # the new window branches inside `top`: split it at the branch point
-            tail = _Node(lcp, top.end, top.rep, top, top.terminal, top.children)
-            for child in tail.children:
-                child.parent = tail
-            if top.terminal >= 0:
-                ends[top.terminal] = tail
-            top.end, top.terminal, top.children = lcp, -1, [tail]
-        # Sorted distinct windows: a window that is a prefix of another comes first, so len(seq) > lcp.
-        leaf = _Node(lcp, len(seq), i, top, i)
-        top.children.append(leaf)
-        stack.append(leaf)
-        ends.append(leaf)
-        previous = current
-    return root, ends
-
-
-def _tokens(root: _Node) -> int:
-    """Tokens in the tree: what one pass over it computes (padding aside)."""
-    total, stack = 0, [root]
-    while stack:
-        node = stack.pop()
-        total += node.end - node.start
-        stack += node.children
-    return total
+def _wasteful(lengths: list[int], cheap: int = CHEAP_POSITIONS) -> bool:
+    """Whether padding `lengths` to their longest would cost noticeably more than their own positions."""
+    padded = len(lengths) * max(lengths)
+    return padded > cheap and padded > PAD_SHARE * sum(lengths)
 
 
 class PrefixSharingLM(HFLM):
     """`HFLM` over an in-memory model whose log-likelihoods compute every shared prefix once.
 
     Construct it as HFLM: `PrefixSharingLM(pretrained=model, tokenizer=tok, batch_size=16)`. `batch_size`
-    is the number of rows per forward (a node's children); "auto" probes on CUDA as HFLM does and uses
-    16 rows elsewhere.
+    is the most rows per forward; "auto" probes on CUDA as HFLM does and uses 16 rows elsewhere. The
+    log-softmax runs in float32 unless `softmax_dtype` says otherwise (HFLM: the logits' dtype), so a
+    bfloat16 model's choices are not decided by bfloat16 rounding over the vocabulary.
     """
 
     def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("softmax_dtype", torch.float32)
         super().__init__(*args, **kwargs)
         self.tokens_computed = 0  # real token positions run through the model
         self.tokens_padded = 0  # right padding in those batches
+        self.forwards = 0
         self._auto_rows: int | None = None
 
     def _loglikelihood_tokens(
@@ -165,24 +115,30 @@ class PrefixSharingLM(HFLM):
         root, ends = radix_tree(distinct)
         index = {w: i for i, w in enumerate(distinct)}
         for j, (window, cont) in enumerate(zip(windows, targets, strict=True)):
-            self._register(ends[index[window]], len(window), cont, j)
+            register(ends[index[window]], len(window), cont, j)
         self._seqs = distinct
         self._logprob = torch.zeros(len(requests), dtype=torch.float64)
         self._greedy = torch.ones(len(requests), dtype=torch.bool)
         self._rows = override_bs or self._batch_rows()
+        self._layers = DynamicCache(config=self.model.config).layers
+        # A left-padded sliding window would keep padding in place of real tokens: pool full caches only.
+        self._pool: list[_Row] | None = (
+            [] if all(type(layer) is DynamicLayer for layer in self._layers) else None
+        )
         self._pbar = tqdm(
-            total=_tokens(root),
+            total=tree_tokens(root),
             disable=disable_tqdm or self.rank != 0,
             desc="Prefix-shared tokens",
             unit="tok",
         )
         try:
             with torch.no_grad():
-                self._expand(root, _State(0, []))
+                self._expand(root, State(0, []))
+                self._flush(0)
             res = [(float(lp), bool(g)) for lp, g in zip(self._logprob, self._greedy, strict=True)]
         finally:
             self._pbar.close()
-            del self._seqs, self._logprob, self._greedy, self._pbar  # the tree's memory goes with them
+            del self._seqs, self._logprob, self._greedy, self._pbar, self._pool  # the tree's memory goes too
         for (request_str, _, _), answer in zip(requests, res, strict=True):
             if request_str is not None:  # rolling windows are cached per document by loglikelihood_rolling
                 self.cache_hook.add_partial("loglikelihood", request_str, answer)
@@ -206,55 +162,86 @@ class PrefixSharingLM(HFLM):
                 f"{names}; evaluate it with lm_eval's HFLM instead"
             )
 
-    @staticmethod
-    def _register(end: _Node, length: int, cont: list[int], j: int) -> None:
-        """Attach request j's scored positions (its window's last len(cont)) to the nodes that hold them."""
-        first = length - len(cont)
-        node: _Node | None = end
-        # Walk up from the window's end to the node holding its first scored position.
-        while node is not None and node.end > first:
-            for pos in range(max(node.start, first), node.end):
-                node.needs.append((pos - node.start, cont[pos - first], j))
-            node = node.parent
-
-    def _expand(self, node: _Node, state: _State) -> None:
+    def _expand(self, node: Node, state: State) -> None:
         """Compute every child of `node` on top of `state` (the cache of `node`'s prefix), then recurse."""
-        children = sorted(node.children, key=lambda c: c.end - c.start, reverse=True)
-        base = state.materialize(DynamicCache(config=self.model.config).layers) if state.length else None
-        for i in range(0, len(children), self._rows):
-            batch = children[i : i + self._rows]
-            slices = self._forward(batch, state.length, base)
-            for child, kv in zip(batch, slices, strict=True):
-                if child.children:
-                    self._expand(child, _State(child.end, kv, state))
+        base = state.materialize(self._layers) if state.length else None
+        rows = [_Row(child, state, base) for child in node.children]
+        if self._pool is None:  # depth first, one node's children per batch
+            self._compute(rows)
+        else:
+            self._pool += rows
+            self._flush(POOL_BATCHES * self._rows)
 
-    def _forward(self, batch: list[_Node], past: int, base: KV | None) -> list[KV]:
-        """One forward of `batch`'s segments over a `past`-token prefix; the new KV slice of inner nodes."""
-        lengths = [c.end - c.start for c in batch]
+    def _flush(self, keep: int) -> None:
+        """Compute the pooled rows once more than `keep` wait (until none is left for keep=0)."""
+        while self._pool is not None and len(self._pool) > keep:
+            rows, self._pool = self._pool, []
+            self._compute(rows)
+
+    def _compute(self, rows: list[_Row]) -> None:
+        """Run `rows` in batches; each inner node's children follow on top of its new cache slice."""
+        for batch in self._batches(rows):
+            slices = self._forward(batch)
+            for row, kv in zip(batch, slices, strict=True):
+                if row.node.children:
+                    self._expand(row.node, State(row.node.end, kv, row.state))
+
+    def _batches(self, rows: list[_Row]) -> list[list[_Row]]:
+        """`rows` in batches of at most `batch_size` rows of similar prefix and segment lengths."""
+        batches: list[list[_Row]] = []
+        for row in sorted(rows, key=lambda r: (r.past, r.node.width), reverse=True):
+            trial = batches[-1] + [row] if batches else []
+            if (
+                not trial
+                or len(trial) > self._rows
+                or _wasteful([r.node.width for r in trial])
+                or _wasteful([r.past for r in trial], CHEAP_PAST)
+            ):
+                batches.append([row])
+            else:
+                batches[-1] = trial
+        return batches
+
+    def _forward(self, batch: list[_Row]) -> list[KV]:
+        """One forward of `batch`'s segments over their prefixes; the new KV slice of each inner node."""
+        lengths = [row.node.width for row in batch]
         width = max(lengths)
         # Right padding, as HFLM pads: causal attention keeps it out of every real position.
-        rows = [list(self._seqs[c.rep][c.start : c.end]) + [0] * (width - c.end + c.start) for c in batch]
-        ids = torch.tensor(rows, dtype=torch.long, device=self.device)
+        ids = torch.tensor(
+            [
+                list(self._seqs[r.node.rep][r.node.start : r.node.end]) + [0] * (width - r.node.width)
+                for r in batch
+            ],
+            dtype=torch.long,
+            device=self.device,
+        )
+        self.forwards += 1
         self.tokens_computed += sum(lengths)
         self._pbar.update(sum(lengths))
         self.tokens_padded += len(batch) * width - sum(lengths)
 
+        past = max(row.past for row in batch)
+        shared = all(row.base is batch[0].base for row in batch)  # one prefix: a view per row, no copy
         cache = DynamicCache(config=self.model.config)
-        keep_kv = any(c.children for c in batch)
-        held = []  # tokens each layer held before this forward: new slices start there
+        keep_kv = any(row.node.children for row in batch)
         for i, layer in enumerate(cache.layers):
-            if base is not None:
-                keys, values = base[i]
+            if past:
+                keys, values = self._past(batch, i, shared)
                 layer.lazy_initialization(keys, values)
-                layer.keys = keys.expand(len(batch), -1, -1, -1)
-                layer.values = values.expand(len(batch), -1, -1, -1)
+                layer.keys, layer.values = keys, values
                 if isinstance(layer, DynamicSlidingWindowLayer):
                     layer.cumulative_length = past
-            held.append(layer.keys.shape[-2] if base is not None else 0)
             if keep_kv and isinstance(layer, DynamicSlidingWindowLayer):
                 layer.activate_past_recording()  # keep the padded batch's full states to slice rows from
+        held = [layer.keys.shape[-2] if past else 0 for layer in cache.layers]  # new slices start there
+        offsets = torch.tensor([row.past for row in batch], device=self.device).unsqueeze(1)
+        position_ids = offsets + torch.arange(width, device=self.device)
+        mask = None
+        if not shared:  # left-padded prefixes: mask each row's padding, as batched generation does
+            mask = torch.arange(past + width, device=self.device) >= (past - offsets)
+            mask = mask.long()
 
-        positions = sorted({pos for c in batch for pos, _, _ in c.needs})
+        positions = sorted({pos for row in batch for pos, _, _ in row.node.needs})
         with torch.autocast(
             device_type=self.device.type,
             dtype=self.mixed_precision_dtype,
@@ -262,31 +249,43 @@ class PrefixSharingLM(HFLM):
         ):
             logits = self.model(
                 input_ids=ids,
+                attention_mask=mask,
                 past_key_values=cache,
                 use_cache=True,
-                position_ids=torch.arange(past, past + width, device=self.device).unsqueeze(0),
+                position_ids=position_ids,
                 logits_to_keep=torch.tensor(positions or [0], dtype=torch.long, device=self.device),
             ).logits  # (B, len(positions), V): only the scored positions reach the vocabulary projection
         column = {pos: k for k, pos in enumerate(positions)}
-        for row, child in enumerate(batch):
-            if child.needs:
-                self._score(logits[row], child.needs, column)
+        for i, row in enumerate(batch):
+            if row.node.needs:
+                self._score(logits[i], row.node.needs, column)
 
-        slices = []
-        for row, (child, n) in enumerate(zip(batch, lengths, strict=True)):
-            if not child.children:
-                slices.append([])
-                continue
-            slices.append(
-                [
-                    (
-                        layer.keys[row : row + 1, :, h : h + n].clone(),
-                        layer.values[row : row + 1, :, h : h + n].clone(),
-                    )
-                    for layer, h in zip(cache.layers, held, strict=True)
-                ]
-            )
-        return slices
+        return [
+            [
+                (layer.keys[i : i + 1, :, h : h + n].clone(), layer.values[i : i + 1, :, h : h + n].clone())
+                for layer, h in zip(cache.layers, held, strict=True)
+            ]
+            if row.node.children
+            else []
+            for i, (row, n) in enumerate(zip(batch, lengths, strict=True))
+        ]
+
+    @staticmethod
+    def _past(batch: list[_Row], layer: int, shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cache layer `layer`'s keys and values: each row's prefix, left-padded to the batch's longest."""
+        if shared:
+            keys, values = batch[0].base[layer]
+            return keys.expand(len(batch), -1, -1, -1), values.expand(len(batch), -1, -1, -1)
+        past = max(row.past for row in batch)
+        first = next(row.base for row in batch if row.base is not None)[layer][0]
+        heads, dim = first.shape[1], first.shape[-1]
+        keys = first.new_zeros(len(batch), heads, past, dim)
+        values = first.new_zeros(len(batch), heads, past, dim)
+        for i, row in enumerate(batch):
+            if row.base is not None:
+                keys[i, :, past - row.past :] = row.base[layer][0][0]
+                values[i, :, past - row.past :] = row.base[layer][1][0]
+        return keys, values
 
     def _score(self, logits: torch.Tensor, needs: list[tuple[int, int, int]], column: dict[int, int]) -> None:
         """Add each scored position's log-probability to its request; clear is_greedy on a miss."""
