@@ -189,7 +189,7 @@ class PrefixSharingLM(HFLM):
     def _batches(self, rows: list[_Row]) -> list[list[_Row]]:
         """`rows` in batches of at most `batch_size` rows of similar prefix and segment lengths."""
         batches: list[list[_Row]] = []
-        for row in sorted(rows, key=lambda r: (r.past, r.node.width), reverse=True):
+        for row in sorted(rows, key=lambda r: (r.node.width, r.past), reverse=True):
             trial = batches[-1] + [row] if batches else []
             if (
                 not trial

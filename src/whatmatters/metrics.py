@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from whatmatters.evaluate import ACCURACY_METRICS
+from whatmatters.eval_suites import ACCURACY_METRICS
 from whatmatters.results import EvalResult
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from whatmatters.evaluate import ACCURACY_METRICS
+from whatmatters.eval_suites import ACCURACY_METRICS
 from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import TABLES, TARGET_LABELS, PaperRow, paper_row
 from whatmatters.results import PHASES, RunRecord, base_setting, matches, without
