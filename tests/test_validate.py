@@ -88,6 +88,7 @@ APP = {"run": experiment.run, "drop": apps.drop, "score": apps.score}
         ("run", ["method=mlp", "method.remove_residual=true"], r"method.remove_residual=True .* false for"),
         ("run", ["method.ratio=0.5"], r"method.n=2 is not valid: exactly one of method.n and method.ratio"),
         ("run", ["data.n=5"], r"data.n=5, data.seq_len=16.*has 4 rows"),
+        ("run", ["speed.dtype=bfloat16"], r"speed.dtype='bfloat16' is not valid: the model's dtype"),
         (
             "drop",
             ["mode=iterative", "scores_path=x.json"],

@@ -76,6 +76,13 @@ def check(cfg: DictConfig, app: str) -> Checked:
 
         evaluate.check_suite(cfg.eval)  # unknown tasks, or the paper suite offline: fails before any load
         check_heal(cfg)
+        if cfg.speed.dtype != cfg.model.dtype:  # the timed models are the evaluated ones, in their dtype
+            fail(
+                "speed.dtype",
+                cfg.speed.dtype,
+                f"the model's dtype, model.dtype={cfg.model.dtype}",
+                f"speed.dtype={cfg.model.dtype} (or model.dtype={cfg.speed.dtype})",
+            )
     # The loss criterion caches every layer's input like an iterative drop does, one-shot too.
     cached = cfg.mode == "iterative" or cfg.criterion in MODEL_CRITERIA
     check_memory(cfg, config, iterative=cached, angular=cfg.method.consecutive)
