@@ -44,7 +44,7 @@ def main(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("speed_bench", overrides=overrides)
     device = models.device_for(cfg.device)
-    job = Job(**OmegaConf.to_container(cfg.speed), device=device, seed=cfg.seed)
+    job = Job(**OmegaConf.to_container(cfg.speed, resolve=True), device=device, seed=cfg.seed)
     labels = [label for label in cfg.plans if label != "none"]
     cpu = platform.processor() or platform.machine()
     print(f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; torch {torch.__version__}")

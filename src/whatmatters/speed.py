@@ -215,7 +215,7 @@ def compare(
 def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
     """Compare the configured plans on the configured job; write speed.csv and speed.json into `out_dir`."""
     device = models.device_for(cfg.device)
-    job = Job(**OmegaConf.to_container(cfg.speed), device=device, seed=cfg.seed)
+    job = Job(**OmegaConf.to_container(cfg.speed, resolve=True), device=device, seed=cfg.seed)
     labels = [label for label in cfg.plans if label != "none"]  # the original is timed beside each plan
     if not labels:
         raise ValueError(
