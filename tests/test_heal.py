@@ -57,3 +57,15 @@ def test_a_healed_run_records_accuracy_before_and_after_and_its_own_key(tmp_path
     assert len(info["train_losses"]) == 3 and info["loss_after"] < info["loss_before"]
     assert record.name.endswith("healed") and record.method.extra["heal"]["rank"] == 2
     assert record.plan["attn"] and record.params["after"] < record.params["before"]  # healing kept the cut
+
+
+def test_a_heal_run_after_its_unhealed_run_takes_the_before_accuracy_from_that_record(tmp_path, tiny_run):  # noqa: F811
+    heal_args = ["heal=lora", "heal.steps=2", "heal.n=2", "heal.seq_len=16", "heal.rank=2"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        plain = compose("run", overrides=[*tiny_run, "method.n=2"])
+        healed = compose("run", overrides=[*tiny_run, "method.n=2", *heal_args])
+    assert run_keys.unhealed_key(healed) == run_keys.run_key(plain)
+    unhealed = experiment.run(plain, tmp_path / "plain")
+    info = experiment.run(healed, tmp_path / "healed").extra["heal"]
+    assert info["eval_before_record"] == unhealed.key
+    assert info["eval_before"] == unhealed.to_dict()["eval"]  # the same model's numbers, not evaluated again

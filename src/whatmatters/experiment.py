@@ -8,6 +8,7 @@ by every run for its SDR; one-shot scores of a (model, data, criterion) are cach
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from whatmatters.apps import (
     with_experiment_name,
 )
 from whatmatters.drop import DropResult
+from whatmatters.plans import Plan
 from whatmatters.results import ResultsStore, RunRecord
 from whatmatters.scores import Scores
 from whatmatters.surgery import apply_plan
@@ -142,17 +144,29 @@ def _budget_drop(cfg: DictConfig, model, scores: Scores, job: timing.Job) -> Dro
     return DropResult(plan, scores, forward_equivalents=scores.meta.get("forward_equivalents", 1.0))
 
 
-def _healing(cfg: DictConfig, model, tokenizer) -> dict | None:
-    """With heal.enabled: evaluate the pruned model, LoRA-heal it in place, and return the before numbers."""
+def _unhealed(cfg: DictConfig, store: ResultsStore, plan: Plan, qspec: quant.QuantSpec) -> RunRecord | None:
+    """The same run without healing when the store has it and it evaluated the very model healing starts
+    from (same plan, not quantized after the cut): its accuracy is the heal run's "before" (a heal sweep
+    runs heal=none first), so the same model is not evaluated twice."""
+    if not heal.HealSpec.from_config(cfg).enabled or (qspec.enabled and not qspec.before_drop):
+        return None
+    record = store.get(run_keys.unhealed_key(cfg))
+    return record if record is not None and record.plan == json.loads(json.dumps(plan.to_dict())) else None
+
+
+def _healing(cfg: DictConfig, model, tokenizer, unhealed: RunRecord | None) -> dict | None:
+    """With heal.enabled: the pruned model's accuracy (the unhealed run's record where there is one, else
+    evaluated here), then LoRA-heal it in place; returns the before numbers."""
     spec = heal.HealSpec.from_config(cfg)
     if not spec.enabled:
         return None
-    before = _accuracy(model, tokenizer, cfg)
+    before = unhealed.to_dict()["eval"] if unhealed is not None else _accuracy(model, tokenizer, cfg)
     ids = data.calibration_ids(tokenizer, cfg.data.source, spec.n, spec.seq_len, cfg.data.path)
     start = time.perf_counter()
     losses = heal.heal(model, ids, spec)
     wall_s = round(time.perf_counter() - start, 1)
-    return {**spec.to_dict(), **losses, "wall_s": wall_s, "eval_before": before}
+    source = unhealed.key if unhealed is not None else None
+    return {**spec.to_dict(), **losses, "wall_s": wall_s, "eval_before": before, "eval_before_record": source}
 
 
 def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> RunRecord:
@@ -211,7 +225,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
         result = _budget_drop(cfg, model, scores, job)
     else:
         result = apply_method(cfg, model, ids, scores)
-    healing = _healing(cfg, model, tokenizer)
+    healing = _healing(cfg, model, tokenizer, _unhealed(cfg, store, result.plan, qspec))
     if not qspec.before_drop:
         quant.quantize(model, qspec)
     weights = quant.describe(model, qspec)

@@ -59,12 +59,19 @@ def baseline_key(cfg: DictConfig) -> str:
     return config_key(key_spec(cfg, "model", "eval", "speed") | {"method": "none"} | quant_part(cfg))
 
 
+def _unhealed_spec(cfg: DictConfig) -> dict:
+    spec = key_spec(cfg, "model", "data", "method", "eval", "speed")
+    return spec | {"mode": cfg.mode, "criterion": cfg.criterion} | quant_part(cfg)
+
+
 def run_key(cfg: DictConfig) -> str:
     """One grid point: model, calibration data, method, mode, criterion, eval, speed job, quant, healing."""
-    spec = key_spec(cfg, "model", "data", "method", "eval", "speed")
-    return config_key(
-        spec | {"mode": cfg.mode, "criterion": cfg.criterion} | quant_part(cfg) | heal_part(cfg)
-    )
+    return config_key(_unhealed_spec(cfg) | heal_part(cfg))
+
+
+def unhealed_key(cfg: DictConfig) -> str:
+    """The same grid point without healing (= its heal=none run's key): the model a heal run starts from."""
+    return config_key(_unhealed_spec(cfg))
 
 
 def scores_key(cfg: DictConfig) -> str:
