@@ -94,16 +94,10 @@ beyond: $(STAMP)  ## Beyond the paper: heal=none,lora x attn/mlp/block-4,8; crit
 	$(SWEEP) experiment=beyond method=joint method.n=null +method.budget.kind=speedup +method.budget.target=1.1,1.2
 	$(if $(DRY_RUN),@true,$(PY) -m whatmatters.pareto --out figures)
 
-# Table 11's eval: the paper's four tasks offline (paper_table11) once conf/eval/paper_table11.yaml exists, else
-# the embedded proxies; EVAL=... overrides it. On paper_table11 a seeded sample of T11_DOCS docs per task, the
-# same for every row (ARC-C 25-shot and HellaSwag 10-shot read 1-2k tokens per answer choice); T11_DOCS= for all.
-EVAL11 ?= $(if $(wildcard conf/eval/paper_table11.yaml),paper_table11,embedded)
-T11_DOCS ?= 20
-EVAL11_ARGS ?= $(if $(and $(filter paper_table11,$(EVAL)),$(T11_DOCS)),eval.sample=$(T11_DOCS))
 .PHONY: reproduce-table11 quant-scores
-reproduce-table11: EVAL = $(EVAL11)
+reproduce-table11: EVAL = table11_sample
 reproduce-table11: $(STAMP)  ## Table 11 (attention drop 4, 8 of 30, without / with int4 weights) for MODEL -> figures/table11*
-	$(SWEEP) experiment=table11 $(EVAL11_ARGS)
+	$(SWEEP) experiment=table11
 	$(TABLE) table=table11
 
 quant-scores: $(STAMP)  ## Do scores survive quantization? MODEL scored full precision vs int4 / int8 -> figures/quant_scores_*

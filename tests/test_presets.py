@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from whatmatters import experiment
 from whatmatters.apps import apply_cell
 from whatmatters.paper import PAPER_MODELS, TABLES
 from whatmatters.validate import ConfigError
@@ -84,3 +85,11 @@ def test_dry_run_prints_one_line_per_planned_run_and_writes_no_record(tmp_path):
     assert all("cosine" in line and "of 80 layers" in line for line in lines)
     assert not (tmp_path / "results").exists()
     assert time.perf_counter() - start < 240
+
+
+def test_dry_run_line_names_the_quantization_and_its_order():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        plain = compose("run", overrides=["method=attn", "method.n=4"])
+        int4 = compose("run", overrides=["method=attn", "method.n=4", "quant=int4"])
+    assert "quant=" not in experiment.dry_run(plain)
+    assert experiment.dry_run(int4).endswith("quant=int4 (drop_then_quant)")

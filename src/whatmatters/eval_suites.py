@@ -83,6 +83,7 @@ SUITES |= {
     "table1_sample": SUITES["paper_table1"],
     "table2_sample": SUITES["paper_table2"],
     "figures_sample": SUITES["paper_table2"],
+    "table11_sample": SUITES["paper_table11"],
 }
 
 

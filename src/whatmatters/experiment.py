@@ -197,6 +197,8 @@ def dry_run(cfg: DictConfig) -> str:
         extras.append(f"budget {m.budget.kind}={m.budget.target}")
     if run_keys.heal_part(cfg):
         extras.append("heal=lora")
+    if (qspec := quant.QuantSpec.from_config(cfg)).enabled:
+        extras.append(f"quant={qspec.scheme} ({qspec.order})")
     return "  ".join(
         [f"[dry run] {cfg.model.name}", m.target, amount, cfg.mode, cfg.criterion, layers, *extras]
     )
