@@ -88,10 +88,11 @@ reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / 
 # speed-accuracy plot and the healing table, from the store (python -m whatmatters.pareto).
 .PHONY: beyond
 beyond: EVAL = table2_sample
-beyond: $(STAMP)  ## Beyond the paper: heal=none,lora x attn/mlp/block-4,8; criterion loss vs cosine; speedup budgets -> figures/pareto_*, healing_*
+beyond: $(STAMP)  ## Beyond the paper: heal=none,lora x attn/mlp/block-4,8; criterion loss vs cosine; speedup budgets vs joint-4,8 -> figures/pareto_*, healing_*
 	$(SWEEP) experiment=beyond method=attn,mlp,block method.n=4,8 heal=none,lora
 	$(SWEEP) experiment=beyond method=attn method.n=8 criterion=cosine,loss
 	$(SWEEP) experiment=beyond method=joint method.n=null +method.budget.kind=speedup +method.budget.target=1.1,1.2
+	$(SWEEP) experiment=beyond method=joint method.n=4,8
 	$(if $(DRY_RUN),@true,$(PY) -m whatmatters.pareto --out figures)
 
 .PHONY: reproduce-table11 quant-scores
