@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 
 from conftest import tiny_model
+from whatmatters import run_keys
 from whatmatters.drop import iterative_drop, one_shot_drop
 from whatmatters.plans import Plan
 from whatmatters.scores import compute_scores, criteria
 from whatmatters.surgery import apply_plan
 
+ROOT = Path(__file__).parents[1]
 FIELDS = {"attn": "attn", "mlp": "mlp", "block": "blocks"}
 
 
@@ -109,3 +113,23 @@ def test_one_shot_loss_plan_drops_the_lowest_loss_increase():
     scores = compute_scores(model, ids, criterion="loss", progress=False)
     plan = one_shot_drop(model, scores, "attn", n=2).plan
     assert list(plan.attn) == sorted(sorted(range(4), key=lambda i: scores.attn[i])[:2])
+
+
+def test_loss_scores_of_one_kind_measure_only_it_at_a_third_of_the_cost():
+    model = tiny_model("llama")
+    ids = _ids()
+    every = compute_scores(model, ids, criterion="loss", progress=False)
+    attn = compute_scores(model, ids, criterion="loss", progress=False, kinds=("attn",))
+    assert attn.attn == pytest.approx(every.attn, abs=1e-6)
+    assert all(math.isnan(v) for v in attn.mlp + attn.block) and attn.meta["kinds"] == ["attn"]
+    assert attn.meta["forward_equivalents"] == pytest.approx(1 + 10 / 4)  # base + attn of layers 0..3
+
+
+def test_a_loss_score_cache_key_names_the_kinds_a_cosine_key_does_not():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = {
+            t: compose("run", overrides=[f"method={t}", "criterion=loss"]) for t in ("attn", "mlp", "joint")
+        }
+        cosine = [compose("run", overrides=[f"method={t}"]) for t in ("attn", "mlp")]
+    assert len({run_keys.scores_key(c) for c in cfg.values()}) == 3
+    assert run_keys.scores_key(cosine[0]) == run_keys.scores_key(cosine[1])

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from whatmatters import data, models, validate
 from whatmatters.drop import DropResult, iterative_drop, one_shot_drop
 from whatmatters.io import atomic_write_text
-from whatmatters.plans import TARGETS
+from whatmatters.plans import TARGETS, target_kinds
 from whatmatters.plots import importance_heatmap
 from whatmatters.scores import Scores, compute_scores
 from whatmatters.validate import ConfigError
@@ -83,6 +83,7 @@ def method_scores(cfg: DictConfig, model: PreTrainedModel, ids: torch.Tensor) ->
         angular=method.consecutive,
         angular_tokens=method.angular,
         seed=cfg.seed,
+        kinds=target_kinds(method.target),
     )
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from whatmatters.adapters import KINDS, adapter_for
 from whatmatters.memory import kv_layer_bytes
 from whatmatters.metrics import Profile
-from whatmatters.plans import Plan
+from whatmatters.plans import Plan, target_kinds
 from whatmatters.score_data import Scores
 from whatmatters.timing import Job, profile
 
@@ -109,7 +109,7 @@ def budget_plan(scores: Scores, budget: Budget, costs: CostProfile, target: str 
         raise ValueError(f"method.target={target!r} cannot take a budget: one of {BUDGET_TARGETS}")
     if len(costs.attn) != scores.num_layers:
         raise ValueError(f"The cost profile has {len(costs.attn)} layers, the scores {scores.num_layers}")
-    kinds = KINDS if target == "joint" else (target,)
+    kinds = target_kinds(target)
     candidates = {
         (kind, i): getattr(scores, kind)[i] / getattr(costs, kind)[i]
         for kind in kinds

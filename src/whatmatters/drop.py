@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from whatmatters.plans import Plan, drop_count, make_plan
+from whatmatters.plans import Plan, drop_count, make_plan, target_kinds
 from whatmatters.scores import MODEL_CRITERIA, SCORE_KINDS, Scores, StreamCache, compute_scores, kept_layers
 from whatmatters.surgery import apply_plan
 
@@ -80,7 +80,13 @@ def iterative_drop(
     num_layers = kept_layers(model)[1]
     count = drop_count(target, num_layers, n, ratio)
     cache = StreamCache() if reuse else None
-    score_args = dict(criterion=criterion, batch_size=batch_size, angular=False, progress=progress)
+    score_args = dict(
+        criterion=criterion,
+        batch_size=batch_size,
+        angular=False,
+        progress=progress,
+        kinds=target_kinds(target),
+    )
     first = scores = compute_scores(model, input_ids, cache=cache, **score_args)
     cost = 1.0
     plan = Plan(num_layers, remove_residual=remove_residual, meta={"target": target, "mode": "iterative"})

@@ -12,7 +12,8 @@ important, as for every criterion, so the same plans, tables and iterative drop 
 Cost saving: removing a module of layer p leaves every layer below p unchanged, so one base pass
 caches the residual stream entering each layer (`stream_cache.StreamCache`) and each candidate's pass runs
 only layers >= p from that cached input. Scoring all three kinds costs about 1 + 3 L / 2 forward-pass
-equivalents (`meta["forward_equivalents"]`), against cosine's 1. A removed branch is removed exactly
+equivalents (`meta["forward_equivalents"]`), against cosine's 1; one kind (what an attention plan needs)
+about 1 + L / 2. A removed branch is removed exactly
 as surgery removes it: it adds zero to the stream (hidden = X).
 """
 
@@ -83,8 +84,10 @@ def loss_scores(
     progress: bool = True,
     start: int = 0,
     cache: StreamCache | None = None,
+    kinds: tuple[str, ...] = SCORE_KINDS,
 ) -> Scores:
-    """Loss increase of removing each block, attention and MLP of `model` alone (original layer numbering).
+    """Loss increase of removing each block, attention and MLP of `model` alone (original layer numbering);
+    only the modules of `kinds` are measured, the others are NaN.
 
     With a `cache` holding the inputs of layers <= `start` (an iterative drop after a cut at position
     `start`), the base pass re-runs only layers >= `start`; every candidate is re-measured (a cut changes
@@ -106,7 +109,10 @@ def loss_scores(
     nan = float("nan")
     raw = {kind: [nan] * n for kind in SCORE_KINDS}
     candidates = [
-        (p, kind) for p in range(n) for kind in SCORE_KINDS if kind == "block" or adapter.has(layers[p], kind)
+        (p, kind)
+        for p in range(n)
+        for kind in SCORE_KINDS
+        if kind in kinds and (kind == "block" or adapter.has(layers[p], kind))
     ]
     for p, kind in tqdm(candidates, desc="loss scores", disable=not progress):
         # Removed first: a removed block's stand-in is what receives the cached stream.
@@ -116,6 +122,7 @@ def loss_scores(
     scores = in_original_numbering(model, raw)
     meta = {
         "criterion": "loss",
+        "kinds": list(kinds),
         "angular": None,
         "num_samples": int(input_ids.shape[0]),
         "seq_len": int(input_ids.shape[1]),

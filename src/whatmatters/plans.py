@@ -63,6 +63,11 @@ class Plan:
 TARGETS = ("block", "mlp", "attn", "joint")
 
 
+def target_kinds(target: str) -> tuple[str, ...]:
+    """The module kinds a target's plan chooses among (joint: attention and MLP)."""
+    return ("attn", "mlp") if target == "joint" else (target,)
+
+
 def drop_count(target: str, num_layers: int, n: int | None = None, ratio: float | None = None) -> int:
     """How many modules to drop: `n` as given, or `ratio` of the target's modules (joint: 2 per layer)."""
     if target not in TARGETS:
@@ -104,7 +109,7 @@ def make_plan(
         if target != "block":
             raise ValueError("consecutive mode drops a span of whole blocks; use target=block")
         return _span_plan(scores, count)
-    kinds = ("attn", "mlp") if target == "joint" else (target,)
+    kinds = target_kinds(target)
     candidates = {}
     for kind in kinds:
         values = getattr(scores, kind)

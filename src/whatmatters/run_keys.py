@@ -13,7 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from whatmatters import heal, models, quant
+from whatmatters.criteria import MODEL_CRITERIA
 from whatmatters.eval_suites import task_specs
+from whatmatters.plans import target_kinds
 from whatmatters.results import config_key
 
 MODEL_KEYS = ("name_or_path", "dtype", "revision", "random_init", "device_map")
@@ -76,6 +78,8 @@ def unhealed_key(cfg: DictConfig) -> str:
 
 def scores_key(cfg: DictConfig) -> str:
     """One-shot scores of the original model: per (model, data, criterion), and quantization where it comes
-    first (the scores of a model quantized before dropping are the quantized model's own)."""
+    first (the scores of a model quantized before dropping are the quantized model's own); a removal
+    criterion (loss) measures only the kinds its target chooses among, so those are in its key."""
     quantized = quant_part(cfg) if quant.QuantSpec.from_config(cfg).before_drop else {}
-    return config_key(key_spec(cfg, "model", "data") | {"c": cfg.criterion} | quantized)
+    measured = {"kinds": list(target_kinds(cfg.method.target))} if cfg.criterion in MODEL_CRITERIA else {}
+    return config_key(key_spec(cfg, "model", "data") | {"c": cfg.criterion} | quantized | measured)

@@ -174,6 +174,7 @@ def compute_scores(
     start: int = 0,
     cache: StreamCache | None = None,
     angular_tokens: str = "mean",
+    kinds: tuple[str, ...] = SCORE_KINDS,
 ) -> Scores:
     """Scores of every layer of `model` on calibration data `input_ids` [N, L] (one forward pass).
 
@@ -183,6 +184,8 @@ def compute_scores(
     With a `cache`, the pass stores each layer's input there; with `start` > 0 it runs only layers
     >= start, from the cached input of layer `start` (scores of layers below are NaN: unchanged,
     the caller keeps its earlier ones). Cost: (layers run / layers) forward-pass equivalents.
+    `kinds` limits what a removal criterion (loss) measures, one partial pass per module, to what a plan
+    will choose among (the rest NaN); a one-pass criterion scores every kind at no extra cost.
     """
     if criterion not in criteria():
         raise ValueError(f"Unknown criterion {criterion!r}; choose one of {criteria()}")
@@ -195,7 +198,7 @@ def compute_scores(
     if criterion in MODEL_CRITERIA:  # imported here: loss_scores builds on this module
         from whatmatters.loss_scores import loss_scores
 
-        return loss_scores(model, input_ids, attention_mask, batch_size, progress, start, cache)
+        return loss_scores(model, input_ids, attention_mask, batch_size, progress, start, cache, kinds)
     if start > 0 and (angular or cache is None or start not in cache.inputs):
         raise ValueError("start > 0 needs a StreamCache holding that layer's inputs, and angular=False")
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
