@@ -4,11 +4,13 @@ unreadable records named and skipped (never deleted), queries by setting field."
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from conftest import record, record_dict, with_docs
 from whatmatters.results import SCHEMA, RecordError, ResultsStore, RunRecord, config_key, read_record
+from whatmatters.run_record import EvalResult
 
 
 def test_config_key_is_stable_and_order_independent():
@@ -114,3 +116,21 @@ def test_results_tables_and_plots_import_no_torch_side_module():
             if name.startswith("whatmatters.") and inner not in seen and (src / f"{inner}.py").exists():
                 todo.append(inner)
     assert {"results", "run_record", "tables", "table_files", "plots", "io", "paper", "metrics"} <= seen
+
+
+def test_a_task_without_lm_eval_stderr_gets_the_stderr_of_its_per_doc_values_and_so_does_the_avg():
+    docs = {"ids": ["a:0", "b:0", "c:0", "d:0"], "values": [1.0, 0.0, 0.0, 1.0]}  # one doc per subject
+    ev = EvalResult.from_dict(
+        {
+            "suite": "s",
+            "avg": 50.0,
+            "avg_stderr": float("nan"),
+            "tasks": {
+                "mmlu": {"value": 50.0, "stderr": float("nan"), "docs": docs},
+                "piqa": {"value": 50.0, "stderr": 10.0, "docs": docs},
+            },
+        }
+    )
+    assert ev.tasks["mmlu"].stderr == pytest.approx(100 * 0.57735 / 2, rel=1e-4)  # sample std 0.577, n = 4
+    assert ev.avg_stderr == pytest.approx(math.sqrt(ev.tasks["mmlu"].stderr ** 2 + 100) / 2)
+    assert ev.tasks["piqa"].stderr == 10.0  # lm-eval's own value is kept

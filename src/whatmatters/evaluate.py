@@ -32,6 +32,7 @@ from whatmatters.eval_suites import (
     sample_sizes,
     task_specs,
 )
+from whatmatters.run_record import combined_stderr, mean_stderr
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -110,11 +111,13 @@ def evaluate(
         result = eval_docs.task_score(spec, raw[spec.name])
         scores[spec.name] = result | eval_docs.doc_values(spec, leaves[spec.name], logged)
         scores[spec.name]["note"] = eval_docs.task_note(spec, source)
+        task = scores[spec.name]
+        if math.isnan(task["stderr"]) and task["docs"]:  # a group of one-doc subsets: from its docs
+            task["stderr"] = mean_stderr(task["docs"]["values"])
     accuracies = [scores[s.name] for s in specs if s.accuracy]
     n = len(accuracies)
     scores["avg"] = sum(a["value"] for a in accuracies) / n if n else math.nan
-    # Tasks are independent samples, so their standard errors add in quadrature.
-    scores["avg_stderr"] = math.sqrt(sum(a["stderr"] ** 2 for a in accuracies)) / n if n else math.nan
+    scores["avg_stderr"] = combined_stderr([a["stderr"] for a in accuracies])
     scores["limit"] = limit
     scores["protocol"] = protocol(specs, source, limit, sample, sample_seed, fewshot, seed)
     scores["lm_eval"] = raw

@@ -10,12 +10,30 @@ unchanged, so a new optional field never breaks an older reader.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 SCHEMA = 2
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def mean_stderr(values: Sequence[float]) -> float:
+    """Standard error of the mean of per-doc 0/1 values in percent (lm-eval's: sample std / sqrt(n))."""
+    return 100.0 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+
+
+def combined_stderr(stderrs: Sequence[float]) -> float:
+    """Standard error of an average over independent tasks: their variances add, sqrt(sum se^2) / T."""
+    return math.sqrt(sum(se**2 for se in stderrs)) / len(stderrs) if stderrs else math.nan
+
+
 # Schema 1 has the same layout without per-doc values, speed intervals and quantization: still readable.
 READABLE_SCHEMAS = (1, 2)
 
@@ -87,6 +105,16 @@ class EvalResult:
     limit: float | None = None
     protocol: str | None = None
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # lm-eval gives a group no stderr when each subset has one doc (MMLU with one doc per subject): such a
+        # task's stderr, and the Avg's, come from its per-doc values instead (older records included).
+        filled = [t for t in self.tasks.values() if _missing(t.stderr) and t.docs is not None]
+        for task in filled:
+            task.stderr = mean_stderr(task.docs.values)
+        scored = [t.stderr for t in self.tasks.values() if t.docs is not None]
+        if filled and len(scored) == len(self.tasks) and not any(map(_missing, scored)):
+            self.avg_stderr = combined_stderr(scored)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
