@@ -8,7 +8,6 @@ by every run for its SDR; one-shot scores of a (model, data, criterion) are cach
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from datetime import UTC, datetime
@@ -151,7 +150,7 @@ def _unhealed(cfg: DictConfig, store: ResultsStore, plan: Plan, qspec: quant.Qua
     if not heal.HealSpec.from_config(cfg).enabled or (qspec.enabled and not qspec.before_drop):
         return None
     record = store.get(run_keys.unhealed_key(cfg))
-    return record if record is not None and record.plan == json.loads(json.dumps(plan.to_dict())) else None
+    return record if record is not None and Plan.from_dict(record.plan) == plan else None
 
 
 def _healing(cfg: DictConfig, model, tokenizer, unhealed: RunRecord | None) -> dict | None:
