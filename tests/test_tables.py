@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from conftest import record, with_docs
 from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import paper_row
-from whatmatters.results import Interval, Sdr, Speed
+from whatmatters.results import Docs, Interval, Sdr, Speed, TaskResult
 from whatmatters.table_files import display, table_stem, where_filters, write_experiment_table, write_table
-from whatmatters.tables import TableError, build_table, method_label
+from whatmatters.tables import TableError, build_paired_table, build_table, method_label
 
 ROOT = Path(__file__).parents[1]
 
@@ -122,11 +122,40 @@ def test_paired_difference_matches_docs_by_id_and_its_se_is_the_per_doc_one():
     delta, se, per_task = paired_difference(base.eval, pruned.eval)
     d = [0, -100, 0, -100, 0, 0]  # a..f, in points
     mean = sum(d) / 6
-    assert delta == pytest.approx(mean) and per_task == {"wm_cloze": pytest.approx(mean)}
     assert se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in d) / 5 / 6))
+    assert delta == pytest.approx(mean) and per_task == {"wm_cloze": (pytest.approx(mean), pytest.approx(se))}
     frame = build_table([base, pruned], "table2", "smollm2-135m", "embedded")
     assert frame["ΔAvg"].iloc[1] == pytest.approx(mean) and frame["ΔAvg ±"].iloc[1] == pytest.approx(se)
     assert display(frame)["ΔAvg"].iloc[1] == f"{mean:+.1f} ± {se:.1f}"
+
+
+def test_paired_table_gives_each_task_its_own_paired_difference_and_names_unpaired_rows(tmp_path):
+    def two_tasks(rec, cloze: list[float], choice: list[float]):
+        rec = with_docs(rec, cloze)
+        rec.eval.tasks["wm_choice"] = TaskResult(
+            value=100.0 * sum(choice) / 4,
+            metric="acc",
+            chance=25.0,
+            docs=Docs(ids=list("abcd"), values=choice),
+        )
+        return rec
+
+    base = two_tasks(record("none", 0, 0.0), [1, 1, 0, 0], [0, 0, 0, 0])
+    # The cut loses two cloze docs and gains three choice docs: the Avg barely moves, the tasks do.
+    pruned = two_tasks(record("attn", 8, 0.0), [0, 0, 0, 0], [1, 1, 1, 0])
+    unpaired = record("attn", 15, 40.0)
+    unpaired.eval.tasks["wm_choice"] = TaskResult(value=30.0, metric="acc")
+    frame = build_paired_table([base, pruned, unpaired], "table2", "smollm2-135m", "embedded")
+    assert list(frame["method"]) == ["Attn-8"]  # the baseline is the reference, not a row
+    row = frame.iloc[0]
+    assert row["Δ wm_cloze"] == -50.0 and row["Δ wm_choice"] == 75.0 and row["ΔAvg"] == 12.5
+    assert row["Δ wm_cloze ±"] == pytest.approx(math.sqrt(100**2 / 3 / 4))  # per-doc d = -100,-100,0,0
+    assert row["ΔAvg ±"] == pytest.approx(math.hypot(row["Δ wm_cloze ±"], row["Δ wm_choice ±"]) / 2)
+    notes = " ".join(frame.attrs["notes"])
+    assert "wm_choice 0.0 (25)" in notes and "Left out, no per-doc values: Attn-15 (attn15)" in notes
+    write_experiment_table([base, pruned], "table2", "smollm2-135m", "embedded", {}, tmp_path)
+    assert "| Attn-8   | -50.0 ± 28.9" in (tmp_path / "table2_paired.md").read_text()
+    assert build_paired_table([pruned], "table2", "smollm2-135m", "embedded").empty  # no baseline, no table
 
 
 def test_paired_difference_refuses_other_docs_and_records_without_docs():

@@ -168,8 +168,9 @@ class UnpairedError(ValueError):
 
 def paired_difference(
     baseline_eval: EvalResult | Mapping[str, Any], pruned_eval: EvalResult | Mapping[str, Any]
-) -> tuple[float, float, dict[str, float]]:
-    """Pruned minus baseline accuracy on the same docs, in points: (delta Avg, its paired SE, per task).
+) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """Pruned minus baseline accuracy on the same docs, in points: (delta Avg, its paired SE, per task
+    {task: (delta, paired SE)}).
 
     Both models answer the same questions, so their per-doc results are correlated: the standard error of
     the difference comes from the per-doc differences d_i (var(d) / n per task), far smaller than the two
@@ -186,7 +187,7 @@ def paired_difference(
         raise ValueError(f"Accuracy tasks differ: baseline {sorted(tasks)}, pruned {sorted(pruned_tasks)}")
     if not tasks:
         raise ValueError("No accuracy task to compare (perplexity is not in the Avg)")
-    deltas, variances = {}, []
+    per_task, variances = {}, []
     for task in tasks:
         b, p = base.tasks[task].docs, pruned.tasks[task].docs
         if b is None or p is None:
@@ -202,7 +203,7 @@ def paired_difference(
         diff = [100.0 * (v - before[i]) for i, v in zip(p.ids, p.values, strict=True)]
         n = len(diff)
         mean = sum(diff) / n
-        deltas[task] = mean
         variances.append(sum((d - mean) ** 2 for d in diff) / (n - 1) / n if n > 1 else math.nan)
-    delta_avg = sum(deltas.values()) / len(tasks)
-    return delta_avg, math.sqrt(sum(variances)) / len(tasks), deltas
+        per_task[task] = (mean, math.sqrt(variances[-1]))
+    delta_avg = sum(delta for delta, _ in per_task.values()) / len(tasks)
+    return delta_avg, math.sqrt(sum(variances)) / len(tasks), per_task

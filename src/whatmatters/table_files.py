@@ -15,7 +15,7 @@ import pandas as pd
 
 from whatmatters.io import atomic_write_text
 from whatmatters.results import RunRecord
-from whatmatters.tables import HELPERS, TableError, build_table
+from whatmatters.tables import HELPERS, TableError, build_paired_table, build_table
 
 
 def _cell(frame: pd.DataFrame, row: int, col: str) -> str:
@@ -30,7 +30,7 @@ def _cell(frame: pd.DataFrame, row: int, col: str) -> str:
         return flag or "--"
     if not pd.api.types.is_number(value) or pd.api.types.is_integer(value):
         return str(value)  # a count (batch size, layers, tokens) reads exactly, not as 2.05e+03
-    sign = "+" if col == "ΔAvg" else ""
+    sign = "+" if col.startswith("Δ") else ""
     ratio = col.endswith("speedup")  # speedups read as 1.25x [1.20, 1.30]
     if not _nan(se := helper(" ±")):
         text = f"{value:{sign}.1f} ± {se:.1f}"
@@ -84,13 +84,18 @@ def write_experiment_table(
     where: Mapping[str, Any],
     out_dir: Path,
 ) -> Path:
-    """`table` (an experiment name) for one model and suite from `records`, written as .md/.csv/.tex;
-    returns the .md. TableError when no record matches or the records mix settings (tables.select)."""
+    """`table` (an experiment name) for one model and suite from `records`, written as .md/.csv/.tex, and
+    beside it `<stem>_paired.*`, the per-task paired differences, when the table has a baseline; returns the
+    main .md. TableError when no record matches or the records mix settings (tables.select)."""
     frame = build_table(records, table, model, suite, where)
     if frame.empty:
         filters = "".join(f", {k}={v}" for k, v in where.items())
         raise TableError(f"no records of {table} for model={model}, suite={suite}{filters}")
-    md, *_ = write_table(frame, table_stem(out_dir, table, model, suite), f"{table}: {model}, {suite} suite")
+    stem, title = table_stem(out_dir, table, model, suite), f"{table}: {model}, {suite} suite"
+    md, *_ = write_table(frame, stem, title)
+    paired = build_paired_table(records, table, model, suite, where)
+    if not paired.empty:
+        write_table(paired, stem.with_name(stem.name + "_paired"), f"{title}, per-task paired differences")
     return md
 
 

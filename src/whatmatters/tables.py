@@ -234,6 +234,52 @@ def build_table(
     return frame
 
 
+def build_paired_table(
+    records: Iterable[RunRecord], experiment: str, model: str, suite: str, where: Mapping[str, Any] = {}
+) -> pd.DataFrame:
+    """Per task, each row minus the baseline on the same docs, ± its paired SE: the per-task view the Avg
+    hides (a cut that breaks one task's answer bias lifts the Avg while another task falls). Same records
+    as `build_table`; rows without per-doc values are left out and named in the notes. Empty without a
+    baseline."""
+    chosen = select(records, experiment, model, suite, where)
+    base = next((r for r in chosen if r.is_baseline), None)
+    if base is None:
+        return pd.DataFrame()
+    rows, unpaired = [], []
+    for r in chosen:
+        if r.is_baseline:
+            continue
+        try:
+            delta, se, per_task = paired_difference(base.eval, r.eval)
+        except UnpairedError:
+            unpaired.append(f"{method_label(r)} ({r.key})")
+            continue
+        row: dict[str, Any] = {"model": model, "method": method_label(r)}
+        for task, (task_delta, task_se) in per_task.items():
+            row |= {f"Δ {task}": task_delta, f"Δ {task} ±": task_se}
+        rows.append(row | {"ΔAvg": delta, "ΔAvg ±": se, "key": r.key})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame[sorted(frame.columns, key=_column_rank)]
+    accuracy = [t for t, res in base.eval.tasks.items() if res.metric in ACCURACY_METRICS]
+    frame.attrs["notes"] = [
+        f"Each cell: the row minus the {_baseline_name(chosen)} on the same docs, in points, ± the paired "
+        "standard error of the per-doc differences; ΔAvg as in the main table. A difference within about "
+        "two SEs of zero is not distinguishable from no change at this eval size.",
+        "Baseline per task (chance): " + ", ".join(f"{t} {_task_score(base, t)}" for t in accuracy) + ".",
+        _setting_note(chosen, experiment if experiment in TABLES else None),
+        *([f"Left out, no per-doc values: {', '.join(unpaired)}."] if unpaired else []),
+    ]
+    return frame
+
+
+def _task_score(record: RunRecord, task: str) -> str:
+    result = record.eval.tasks[task]
+    chance = f"{result.chance:.3g}" if result.chance is not None else "not recorded"
+    return f"{result.value:.1f} ({chance})"
+
+
 HELPERS = (" ±", " low", " high", " flag")  # columns that qualify the one they follow
 COLUMN_ORDER = ("model", "method", "", "Avg", "ΔAvg", "speedup", "prefill speedup", "decode speedup")
 COLUMN_ORDER += (
@@ -260,14 +306,18 @@ def _baseline_name(chosen: list[RunRecord]) -> str:
     return f"{method_label(base)} row ({base.key})" if base else "baseline (none in this table)"
 
 
+def _setting_note(chosen: list[RunRecord], paper_table: str | None) -> str:
+    """What every row of a table shares (its rows differ only by method, n and variant)."""
+    drop = VARIANTS + TABLES.get(paper_table, {}).get("varies", ())
+    setting = base_setting(shared_setting(chosen[-1], drop))
+    return "Setting of every row: " + ", ".join(f"{k}={v}" for k, v in setting.items()) + "."
+
+
 def _notes(chosen: list[RunRecord], paper_table: str | None) -> list[str]:
     """What the table's columns mean, read from its records: setting, protocol, chance levels, speed job."""
     if not chosen:
         return []
-    setting = base_setting(
-        shared_setting(chosen[-1], VARIANTS + TABLES.get(paper_table, {}).get("varies", ()))
-    )
-    notes = ["Setting of every row: " + ", ".join(f"{k}={v}" for k, v in setting.items()) + "."]
+    notes = [_setting_note(chosen, paper_table)]
     if protocol := chosen[0].eval.protocol:
         notes.append(f"Eval protocol: {protocol}.")
     chance = {t: res.chance for r in chosen for t, res in r.eval.tasks.items() if res.chance is not None}
