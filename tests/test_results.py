@@ -134,3 +134,9 @@ def test_a_task_without_lm_eval_stderr_gets_the_stderr_of_its_per_doc_values_and
     assert ev.tasks["mmlu"].stderr == pytest.approx(100 * 0.57735 / 2, rel=1e-4)  # sample std 0.577, n = 4
     assert ev.avg_stderr == pytest.approx(math.sqrt(ev.tasks["mmlu"].stderr ** 2 + 100) / 2)
     assert ev.tasks["piqa"].stderr == 10.0  # lm-eval's own value is kept
+    # A perplexity task (no per-doc values, not in the Avg) leaves the Avg's stderr to the accuracy tasks.
+    with_ppl = ev.to_dict()
+    with_ppl["tasks"]["mmlu"]["stderr"] = with_ppl["avg_stderr"] = float("nan")
+    with_ppl["tasks"]["ppl"] = {"value": 30.0, "stderr": float("nan"), "metric": "word_perplexity"}
+    again = EvalResult.from_dict(with_ppl)
+    assert again.avg_stderr == pytest.approx(ev.avg_stderr) and math.isnan(again.tasks["ppl"].stderr)

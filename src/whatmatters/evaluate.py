@@ -10,7 +10,8 @@ differences can be paired doc by doc.
 
 `evaluate` returns, per task, {"metric", "value" (percent), "stderr", "n", "chance", "note",
 "docs": {"ids", "values"}} (per-doc 0/1 values, not x100), plus "avg", "avg_stderr" (accuracy tasks only:
-perplexity is reported, never averaged in), "limit", "protocol" and "lm_eval" (lm-eval's raw results).
+perplexity is reported, never averaged in), "limit", "protocol" and "lm_eval" (lm-eval's raw results). A
+stderr lm-eval does not give (a group of one-doc subsets) is NaN here; `EvalResult` fills it from the docs.
 The app calls `check_suite` before loading any model and `run_suite` with the `eval` config group.
 """
 
@@ -32,7 +33,7 @@ from whatmatters.eval_suites import (
     sample_sizes,
     task_specs,
 )
-from whatmatters.run_record import combined_stderr, mean_stderr
+from whatmatters.run_record import combined_stderr
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -111,9 +112,6 @@ def evaluate(
         result = eval_docs.task_score(spec, raw[spec.name])
         scores[spec.name] = result | eval_docs.doc_values(spec, leaves[spec.name], logged)
         scores[spec.name]["note"] = eval_docs.task_note(spec, source)
-        task = scores[spec.name]
-        if math.isnan(task["stderr"]) and task["docs"]:  # a group of one-doc subsets: from its docs
-            task["stderr"] = mean_stderr(task["docs"]["values"])
     accuracies = [scores[s.name] for s in specs if s.accuracy]
     n = len(accuracies)
     scores["avg"] = sum(a["value"] for a in accuracies) / n if n else math.nan

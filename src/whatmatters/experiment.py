@@ -45,7 +45,7 @@ from whatmatters.apps import (
 )
 from whatmatters.drop import DropResult
 from whatmatters.plans import Plan
-from whatmatters.results import ResultsStore, RunRecord
+from whatmatters.results import EvalResult, ResultsStore, RunRecord
 from whatmatters.scores import Scores
 from whatmatters.surgery import apply_plan
 
@@ -84,7 +84,8 @@ def _accuracy(model, tokenizer, cfg: DictConfig) -> dict:
     suite = cfg.eval.suite if isinstance(cfg.eval.suite, str) else "+".join(cfg.eval.suite)
     tasks = {name: r for name, r in out.items() if isinstance(r, dict) and "value" in r}
     keep = ("avg", "avg_stderr", "limit", "protocol")
-    return {"suite": suite, "tasks": tasks, **{k: out[k] for k in keep}}
+    # Through EvalResult, so a task lm-eval gives no stderr gets its per-doc one before it is stored.
+    return EvalResult.from_dict({"suite": suite, "tasks": tasks, **{k: out[k] for k in keep}}).to_dict()
 
 
 def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:

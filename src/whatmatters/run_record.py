@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from whatmatters.eval_suites import ACCURACY_METRICS
+
 SCHEMA = 2
 
 
@@ -108,17 +110,21 @@ class EvalResult:
 
     def __post_init__(self) -> None:
         # lm-eval gives a group no stderr when each subset has one doc (MMLU with one doc per subject): such a
-        # task's stderr, and the Avg's, come from its per-doc values instead (older records included).
-        filled = [t for t in self.tasks.values() if _missing(t.stderr) and t.docs is not None]
+        # task's stderr, and the Avg's, come from its per-doc values instead. The one place this rule lives:
+        # new records pass through here before they are stored (experiment._accuracy), old ones when read.
+        accuracy = [t for t in self.tasks.values() if t.metric in ACCURACY_METRICS or t.docs is not None]
+        filled = [t for t in accuracy if _missing(t.stderr) and t.docs is not None]
         for task in filled:
             task.stderr = mean_stderr(task.docs.values)
-        scored = [t.stderr for t in self.tasks.values() if t.docs is not None]
-        if filled and len(scored) == len(self.tasks) and not any(map(_missing, scored)):
-            self.avg_stderr = combined_stderr(scored)
+        if filled and not any(_missing(t.stderr) for t in accuracy):
+            self.avg_stderr = combined_stderr([t.stderr for t in accuracy])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
         return _parse(cls, data, tasks={name: TaskResult.from_dict(t) for name, t in data["tasks"].items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
 
 
 @dataclass
