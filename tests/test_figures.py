@@ -92,6 +92,18 @@ def test_two_records_for_one_point_are_an_error_naming_both(tmp_path):
         plots.figure_sets([a, b])
 
 
+def test_method_sub_configs_name_a_figure_in_one_file_name_safe_word():
+    healed, budgeted = record("attn", 8, 45.0, key="healed"), record("joint", 6, 40.0, key="budget")
+    healed.method.extra = {"heal": {"enabled": True, "target_modules": ["q_proj", "o_proj"], "rank": 8}}
+    budgeted.method.extra = {"budget": {"kind": "speedup", "target": 1.1}}
+    names = [fs.name for fs in plots.figure_sets([healed, budgeted, record("attn", 4, 48.0)])]
+    assert names == [
+        "smollm2-135m_embedded",
+        "smollm2-135m_embedded_budget-speedup-1.1",
+        "smollm2-135m_embedded_heal",
+    ]
+
+
 def test_another_eval_limit_is_another_figure_with_its_own_baseline():
     full = record("attn", 8, 45.0, key="full")
     quick = record("attn", 8, 30.0, key="quick", config={"eval": {"limit": 20}})
@@ -155,6 +167,9 @@ def test_one_heatmap_per_scoring_setting_and_disagreeing_scores_are_an_error():
         ("heatmap_smollm2-135m_random", "rand"),
     ]
     assert "run cos" in runs[0][1]
+    bf16 = record("attn", 3, 48.0, key="bf", scores=shuffled, config={"model": {"dtype": "bfloat16"}})
+    ((_, title, _),) = plots.heatmap_runs([bf16])
+    assert title.startswith("smollm2-135m bfloat16: cosine importance") and "run bf" in title
     with pytest.raises(ValueError, match="two sets of scores"):
         plots.heatmap_runs([cosine, record("attn", 8, 40.0, key="other", scores=shuffled)])
 

@@ -78,9 +78,10 @@ def heatmap_runs(records: Iterable[RunRecord]) -> list[tuple[str, str, RunRecord
         data = r.config.get("data") or {}
         criterion = r.criterion or "cosine"
         name = f"heatmap_{r.model}" + ("" if criterion == "cosine" else f"_{criterion}")
+        dtype = (r.config.get("model") or {}).get("dtype")  # runs in two dtypes score apart: say which
         title = (
-            f"{r.model}: {criterion} importance, data {data.get('source')} {data.get('n')} x "
-            f"{data.get('seq_len')} (run {r.key})"
+            f"{' '.join(filter(None, (r.model, dtype)))}: {criterion} importance, data {data.get('source')} "
+            f"{data.get('n')} x {data.get('seq_len')} (run {r.key})"
         )
         out.append([name, title, r, group_key])
     names = [o[0] for o in out]
@@ -100,15 +101,27 @@ class FigureSet:
 
 def _variant(setting: dict[str, Any], varying: set[str]) -> list[str]:
     """How a setting reads in names: its ablations (criterion, no-residual, span), iterative, and any other
-    method field where the figure sets differ in it (a field every run shares names nothing)."""
+    method field where the figure sets differ in it (a field every run shares names nothing). A method
+    sub-config is one word, so names stay file names: `heal` for a switched-on one (its settings are in the
+    records; two such sets get figure_sets' hash), else its values (`budget-speedup-1.1`)."""
     words = [] if setting.get("criterion", "cosine") == "cosine" else [setting["criterion"]]
+    groups: dict[str, dict[str, Any]] = {}
     for name, value in setting.items():
         if name == "method.remove_residual":
             words.append("no-residual")
         elif name == "method.consecutive":
             words.append("span")
         elif name.startswith("method.") and name in varying:
-            words.append(f"{name.removeprefix('method.')}-{value}")
+            field, _, sub = name.removeprefix("method.").partition(".")
+            if sub:
+                groups.setdefault(field, {})[sub] = value
+            else:
+                words.append(f"{field}-{value}")
+    for field, values in groups.items():
+        if "enabled" not in values:
+            words.append("-".join([field, *map(str, values.values())]))
+        elif values["enabled"]:
+            words.append(field)
     return words + ([setting["mode"]] if setting.get("mode", "one_shot") != "one_shot" else [])
 
 
