@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import record
+from conftest import record, with_docs
 from whatmatters import plots
+from whatmatters.metrics import paired_difference
 from whatmatters.results import Interval, ResultsStore, Speed
 from whatmatters.scores import Scores
 from whatmatters.tables import TableError
@@ -185,3 +186,25 @@ def test_heatmap_script_titles_name_the_model_criterion_data_and_scores_file(tmp
     assert [p.name for p in written] == ["heatmap_m.png", "heatmap_m.pdf"]
     title = heatmap.title(Scores.load(tmp_path / "run1" / "scores.json"), tmp_path / "run1" / "scores.json")
     assert title == f"m: magnitude importance, data lee 16 x 2048 ({tmp_path / 'run1' / 'scores.json'})"
+
+
+def test_drop_curve_points_carry_the_paired_difference_and_draw_it_as_the_error_bar(tmp_path, monkeypatch):
+    base = with_docs(record("none", 0, 0.0, experiment=None, key="base"), [1, 1, 0, 0, 1, 0])
+    run = with_docs(record("attn", 4, 0.0, key="a4"), [1, 0, 0, 1, 1, 0])
+    unpaired = record("attn", 8, 40.0, key="a8")  # no per-doc values: its difference is plain, no bar
+    (fs,) = plots.figure_sets([base, run, unpaired])
+    delta, se, _ = paired_difference(base.eval, run.eval)
+    bars, save = [], plots.save_figure
+
+    def keep(fig, stem, data):
+        bars.extend(seg.tolist() for c in fig.axes[0].containers for seg in c.lines[2][0].get_segments())
+        return save(fig, stem, data)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    plots.drop_curves(fs, tmp_path / "curves")
+    assert bars == [[[4.0, run.eval.avg - se], [4.0, run.eval.avg + se]]]  # one bar: the paired point's
+    data = pd.read_csv(tmp_path / "curves.csv").set_index("key")
+    assert data.at["a4", "ΔAvg"] == pytest.approx(delta)
+    assert data.at["a4", "ΔAvg paired SE"] == pytest.approx(se)
+    assert se > 0 and data.at["a8", "ΔAvg"] == pytest.approx(40.0 - base.eval.avg)
+    assert pd.isna(data.at["a8", "ΔAvg paired SE"]) and pd.isna(data.at["base", "ΔAvg"])

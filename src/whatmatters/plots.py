@@ -21,7 +21,7 @@ from matplotlib.colors import LogNorm
 from whatmatters.io import atomic_write_text
 from whatmatters.results import RunRecord, base_setting, config_key, without
 from whatmatters.score_data import Scores
-from whatmatters.tables import method_label, unique_cells
+from whatmatters.tables import avg_difference, method_label, unique_cells
 
 
 def importance_heatmap(
@@ -161,6 +161,7 @@ def points(fs: FigureSet) -> pd.DataFrame:
     ):
         speed = r.speed
         generate = speed.speedup.get("generate") if speed else None
+        delta, se = avg_difference(fs.baseline, r) if fs.baseline and r is not fs.baseline else (None, None)
         rows.append(
             {
                 "key": r.key,
@@ -170,6 +171,8 @@ def points(fs: FigureSet) -> pd.DataFrame:
                 "mode": r.mode or "one_shot",
                 "Avg": r.eval.avg,
                 "Avg stderr": r.eval.avg_stderr,
+                "ΔAvg": delta,  # vs the baseline on the same docs, its paired SE (None: a record is unpaired)
+                "ΔAvg paired SE": se,
                 "speedup": generate.median if generate else None,
                 "speedup low": generate.low if generate else None,
                 "speedup high": generate.high if generate else None,
@@ -210,7 +213,11 @@ def _lines(frame: pd.DataFrame, stem: Path, title: str, style: str | None) -> li
     fig, ax = plt.subplots(figsize=(6, 4))
     # estimator=None: each cell is one record (figure_sets guarantees it), drawn as is, never averaged.
     sns.lineplot(frame, x="n", y="Avg", hue="target", style=style, marker="o", estimator=None, ax=ax)
-    ax.set(xlabel="modules dropped", ylabel="average accuracy (%)")
+    # A point's bar is the paired SE of its difference to the baseline (the Avg's own stderr, ~3 points on a
+    # sample suite, would hide what the paired comparison resolves); the baseline has none.
+    paired = frame[frame["ΔAvg paired SE"].notna()]
+    ax.errorbar(paired.n, paired.Avg, yerr=paired["ΔAvg paired SE"], fmt="none", ecolor="grey", capsize=2)
+    ax.set(xlabel="modules dropped", ylabel="average accuracy (%), bars: paired SE vs baseline")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, stem, frame)

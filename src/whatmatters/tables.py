@@ -200,6 +200,16 @@ def _paper_refs(chosen: list[RunRecord], table: str, model: str) -> dict[str, Pa
     return refs
 
 
+def avg_difference(base: RunRecord, run: RunRecord) -> tuple[float, float | None]:
+    """`run`'s Avg minus `base`'s with its paired SE, or the plain difference and None where a record has
+    no per-doc values (then the difference cannot be paired, and callers say so)."""
+    try:
+        delta, se, _ = paired_difference(base.eval, run.eval)
+    except UnpairedError:
+        return run.eval.avg - base.eval.avg, None
+    return delta, se
+
+
 def build_table(
     records: Iterable[RunRecord], experiment: str, model: str, suite: str, where: Mapping[str, Any] = {}
 ) -> pd.DataFrame:
@@ -216,10 +226,7 @@ def build_table(
             row |= {task: result.value, f"{task} ±": result.stderr}
         row |= {"Avg": r.eval.avg, "Avg ±": r.eval.avg_stderr}
         if base is not None and not r.is_baseline:
-            try:
-                delta, se, _ = paired_difference(base.eval, r.eval)
-            except UnpairedError:  # records without per-doc values: the plain difference, said so
-                delta, se = r.eval.avg - base.eval.avg, None
+            delta, se = avg_difference(base, r)
             row |= {"ΔAvg": delta, "ΔAvg ±": se, "ΔAvg flag": None if se is not None else "unpaired"}
         row |= _weight_columns(r) | _speed_columns(r) | _sdr_columns(r)
         if paper_table:
