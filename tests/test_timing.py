@@ -10,7 +10,7 @@ import random
 import pytest
 
 from conftest import TINY, tiny_model
-from whatmatters import metrics, speed, timing
+from whatmatters import clock, metrics, speed, timing
 from whatmatters.metrics import Estimate, Profile
 from whatmatters.plans import Plan
 from whatmatters.speed import PairTiming
@@ -168,3 +168,16 @@ def test_pair_fits_is_false_when_the_original_would_not_fit_beside_the_pruned():
     model = tiny_model("llama")
     assert timing.pair_fits(model, 1000, JOB)
     assert not timing.pair_fits(model, 2**60, JOB)
+
+
+def test_records_name_the_cpu_with_the_bf16_instruction_sets_that_decide_its_rounding():
+    info = (
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 amx_bf16 avx512_bf16\n"
+    )
+    assert clock.cpu_name(info) == "Intel(R) Xeon(R) Processor [amx_bf16 avx512_bf16]"
+    assert (
+        clock.cpu_name(info.replace(" amx_bf16 avx512_bf16", ""))
+        == "Intel(R) Xeon(R) Processor [no bf16 ISA]"
+    )
+    assert clock.cpu_name("processor\t: 0\n") == ""  # no model name (not x86 Linux): the caller falls back
+    assert clock.machine_name("cpu")  # this host, whatever it is

@@ -10,6 +10,7 @@ greedy `generate` already waits for the device after every step to check the sto
 from __future__ import annotations
 
 import contextlib
+import platform
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -23,6 +24,10 @@ from whatmatters import models
 
 if TYPE_CHECKING:
     from whatmatters.timing import Job
+
+# The instruction sets that pick oneDNN's bfloat16 kernels on x86: hosts that differ here round bfloat16
+# matmuls differently, so a near-tie doc can flip between them under one run key.
+BF16_ISA = ("amx_bf16", "avx512_bf16")
 
 
 def now(device: torch.device) -> float:
@@ -83,3 +88,28 @@ def check_model(model: PreTrainedModel, job: Job) -> torch.device:
             "build or load the model with the job's dtype and device"
         )
     return param.device
+
+
+def cpu_name(cpuinfo: str) -> str:
+    """`model name` of a /proc/cpuinfo text plus its bfloat16 instruction sets, e.g. `Intel(R) Xeon(R)
+    Processor [amx_bf16 avx512_bf16]`; empty when the text has no model name."""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if not fields.get("model name"):
+        return ""
+    flags = set(fields.get("flags", "").split())
+    return f"{fields['model name']} [{' '.join(f for f in BF16_ISA if f in flags) or 'no bf16 ISA'}]"
+
+
+def machine_name(device: str | torch.device) -> str:
+    """What produced a timing or a score: the GPU's name, else the CPU's with its bfloat16 instruction sets
+    (Linux), else Python's guess. Records keep it: times and bfloat16 results depend on it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = cpu_name(f.read())
+    except OSError:
+        name = ""
+    return name or platform.processor() or platform.machine()

@@ -8,7 +8,6 @@ by every run for its SDR; one-shot scores of a (model, data, criterion) are cach
 
 from __future__ import annotations
 
-import platform
 import time
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from whatmatters import (
     budget,
+    clock,
     data,
     evaluate,
     heal,
@@ -60,7 +60,7 @@ def _versions() -> dict:
         "transformers": transformers.__version__,
         "lm_eval": lm_eval.__version__,
         "whatmatters": version("whatmatters"),
-        "machine": platform.processor() or platform.machine(),
+        "machine": clock.machine_name("cpu"),  # the host; its bf16 ISA decides CPU bfloat16 rounding
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
 

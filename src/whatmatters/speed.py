@@ -9,7 +9,6 @@ The app is the caller that builds models and applies plans; `timing` only measur
 from __future__ import annotations
 
 import json
-import platform
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from whatmatters import memory, models, shapes
+from whatmatters import clock, memory, models, shapes
 from whatmatters.adapters import adapter_for
 from whatmatters.io import atomic_write_text
 from whatmatters.metrics import (
@@ -241,9 +240,7 @@ def run(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
         "model": name,
         "weights": "random" if cfg.shape else cfg.model.name_or_path,
         # Times mean little without the machine and stack that produced them.
-        "machine": torch.cuda.get_device_name(device)
-        if device.startswith("cuda")
-        else platform.processor() or platform.machine(),
+        "machine": clock.machine_name(device),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         **comparison.to_dict(),
     }
