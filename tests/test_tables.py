@@ -153,7 +153,8 @@ def test_paired_table_gives_each_task_its_own_paired_difference_and_names_unpair
     assert row["ΔAvg ±"] == pytest.approx(math.hypot(row["Δ wm_cloze ±"], row["Δ wm_choice ±"]) / 2)
     notes = " ".join(frame.attrs["notes"])
     assert "wm_choice 0.0 (25)" in notes and "Left out, no per-doc values: Attn-15 (attn15)" in notes
-    write_experiment_table([base, pruned], "table2", "smollm2-135m", "embedded", {}, tmp_path)
+    # A one-pass iterator, as ResultsStore.records() gives the table app: both tables see every record.
+    write_experiment_table(iter([base, pruned]), "table2", "smollm2-135m", "embedded", {}, tmp_path)
     assert "| Attn-8   | -50.0 ± 28.9" in (tmp_path / "table2_paired.md").read_text()
     assert build_paired_table([pruned], "table2", "smollm2-135m", "embedded").empty  # no baseline, no table
 

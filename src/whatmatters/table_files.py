@@ -87,6 +87,7 @@ def write_experiment_table(
     """`table` (an experiment name) for one model and suite from `records`, written as .md/.csv/.tex, and
     beside it `<stem>_paired.*`, the per-task paired differences, when the table has a baseline; returns the
     main .md. TableError when no record matches or the records mix settings (tables.select)."""
+    records = list(records)  # read twice (table, paired table); the store hands a one-pass generator
     frame = build_table(records, table, model, suite, where)
     if frame.empty:
         filters = "".join(f", {k}={v}" for k, v in where.items())
