@@ -208,3 +208,19 @@ def test_drop_curve_points_carry_the_paired_difference_and_draw_it_as_the_error_
     assert data.at["a4", "ΔAvg paired SE"] == pytest.approx(se)
     assert se > 0 and data.at["a8", "ΔAvg"] == pytest.approx(40.0 - base.eval.avg)
     assert pd.isna(data.at["a8", "ΔAvg paired SE"]) and pd.isna(data.at["base", "ΔAvg"])
+
+
+def test_one_shot_vs_iterative_csv_pairs_each_iterative_run_with_its_one_shot_run(tmp_path):
+    base = with_docs(record("none", 0, 0.0, experiment=None, key="base"), [1, 1, 0, 0, 1, 0])
+    one_shot = with_docs(record("attn", 4, 0.0, key="os"), [1, 1, 0, 1, 1, 0])
+    iterative = with_docs(record("attn", 4, 0.0, key="it", mode="iterative"), [1, 0, 0, 1, 1, 1])
+    (fs,) = plots.figure_sets([base, one_shot, iterative], swept=("mode",))
+    delta, se, _ = paired_difference(one_shot.eval, iterative.eval)
+    plots.one_shot_vs_iterative(fs, tmp_path / "both")
+    data = pd.read_csv(tmp_path / "both.csv")
+    row = data[data.key == "it"].iloc[0]
+    assert row["Δ vs one-shot"] == pytest.approx(delta) and row["Δ vs one-shot paired SE"] == pytest.approx(
+        se
+    )
+    assert delta == pytest.approx(0.0) and se > 0  # one doc lost, one gained: no net change, a real spread
+    assert data[data.key != "it"][["Δ vs one-shot", "Δ vs one-shot paired SE"]].isna().all().all()

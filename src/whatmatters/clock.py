@@ -93,8 +93,9 @@ def check_model(model: PreTrainedModel, job: Job) -> torch.device:
 def cpu_name(cpuinfo: str) -> str:
     """`model name` of a /proc/cpuinfo text plus its bfloat16 instruction sets, e.g. `Intel(R) Xeon(R)
     Processor [amx_bf16 avx512_bf16]`; empty when the text has no model name."""
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {
+        k.strip(): v.strip() for k, v in (line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    }
     if not fields.get("model name"):
         return ""
     flags = set(fields.get("flags", "").split())

@@ -229,8 +229,19 @@ def drop_curves(fs: FigureSet, stem: Path) -> list[Path]:
 
 
 def one_shot_vs_iterative(fs: FigureSet, stem: Path) -> list[Path]:
-    """Average accuracy vs number dropped, one-shot (solid) vs iterative (dashed), per target."""
-    return _lines(_curves(points(fs)), stem, fs.title, style="mode")
+    """Average accuracy vs number dropped, one-shot (solid) vs iterative (dashed), per target. The CSV adds,
+    on each iterative row, its difference to the one-shot run of the same target and n on the same docs,
+    with the paired SE: the comparison the figure is for."""
+    one_shot = {(r.method.target, r.dropped): r for r in fs.runs if r.mode != "iterative"}
+    versus = {
+        r.key: avg_difference(one_shot[(r.method.target, r.dropped)], r)
+        for r in fs.runs
+        if r.mode == "iterative" and (r.method.target, r.dropped) in one_shot
+    }
+    frame = _curves(points(fs))
+    pairs = [versus.get(key, (None, None)) for key in frame.key]  # one-shot and baseline rows: none
+    frame["Δ vs one-shot"], frame["Δ vs one-shot paired SE"] = zip(*pairs, strict=True)
+    return _lines(frame, stem, fs.title, style="mode")
 
 
 def speed_bars(fs: FigureSet, stem: Path) -> list[Path]:
