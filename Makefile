@@ -52,8 +52,8 @@ test-slow: $(STAMP)  ## Slow tier: the integration runs marked `slow` (apps as s
 test-all: test test-slow  ## Both tiers, as CI runs them (.ci/run)
 
 lint: $(STAMP)  ## ruff check + format check
-	$(PY) -m ruff check src experiments tests figures notebooks benchmarks
-	$(PY) -m ruff format --check src experiments tests figures notebooks benchmarks
+	$(PY) -m ruff check src experiments tests notebooks benchmarks
+	$(PY) -m ruff format --check src experiments tests notebooks benchmarks
 
 score: $(STAMP)  ## Importance scores + heatmap for the default model (experiments/score.py)
 	$(PY) experiments/score.py
@@ -85,7 +85,7 @@ reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / 
 	$(TABLE) table=table7
 
 # Beyond the paper (conf/experiment/beyond.yaml): healing, the loss criterion and a budgeted drop, then the
-# speed-accuracy plot and the healing table, from the store (python -m whatmatters.pareto).
+# speed-accuracy plot and the healing table, from the store (experiments/figures.py kind=pareto).
 .PHONY: beyond
 beyond: EVAL = table2_sample
 beyond: $(STAMP)  ## Beyond the paper: heal=none,lora x attn/mlp/block-4,8; criterion loss vs cosine; speedup budgets vs joint-4,8 -> figures/pareto_*, healing_*
@@ -93,7 +93,7 @@ beyond: $(STAMP)  ## Beyond the paper: heal=none,lora x attn/mlp/block-4,8; crit
 	$(SWEEP) experiment=beyond method=attn method.n=8 criterion=cosine,loss
 	$(SWEEP) experiment=beyond method=joint method.n=null +method.budget.kind=speedup +method.budget.target=1.1,1.2
 	$(SWEEP) experiment=beyond method=joint method.n=4,8
-	$(if $(DRY_RUN),@true,$(PY) -m whatmatters.pareto --out figures)
+	$(if $(DRY_RUN),@true,$(PY) experiments/figures.py kind=pareto)
 
 .PHONY: reproduce-table11 quant-scores
 reproduce-table11: EVAL = table11_sample
@@ -105,13 +105,13 @@ quant-scores: $(STAMP)  ## Do scores survive quantization? MODEL scored full pre
 	$(PY) experiments/quant_scores.py model=$(MODEL) quant=int4
 	$(PY) experiments/quant_scores.py model=$(MODEL) quant=int8
 
-figures: $(STAMP)  ## Every figure from the results store, no model run (figures/make_figures.py)
-	$(PY) figures/make_figures.py
+figures: $(STAMP)  ## Every figure from the results store, no model run (experiments/figures.py)
+	$(PY) experiments/figures.py
 
 .PHONY: reproduce-figures
 reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot and iterative (experiment=figures), then every figure
 	$(SWEEP) experiment=figures
-	$(if $(DRY_RUN),@true,$(PY) figures/make_figures.py)
+	$(if $(DRY_RUN),@true,$(PY) experiments/figures.py)
 
 .PHONY: bench-speed
 bench-speed: $(STAMP)  ## Speedup of attn/mlp/block-8 vs the original, run twice: interval half-width, run-to-run difference (~7 min; quiet machine)
@@ -120,7 +120,7 @@ bench-speed: $(STAMP)  ## Speedup of attn/mlp/block-8 vs the original, run twice
 redundancy-training: $(STAMP)  ## Scores of a randomly initialised vs the trained default -> figures/redundancy_training_*
 	$(PY) experiments/score.py hydra.run.dir=outputs/training/trained
 	$(PY) experiments/score.py model.random_init=true hydra.run.dir=outputs/training/random_init
-	$(PY) figures/training.py outputs/training/*/scores.json
+	$(PY) experiments/figures.py kind=training scores='outputs/training/*/scores.json'
 
 notebooks: $(STAMP)  ## Execute notebooks/*.ipynb in place on the embedded default; figures -> figures/
 	for nb in notebooks/*.ipynb; do MPLBACKEND=Agg .venv/bin/jupyter-execute --inplace "$$nb" || exit 1; done

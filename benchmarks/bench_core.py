@@ -20,9 +20,9 @@ import transformers
 from transformers import PreTrainedModel
 
 from whatmatters import data, models
-from whatmatters.drop import iterative_drop
-from whatmatters.plans import make_plan
-from whatmatters.scores import compute_scores
+from whatmatters.method.drop import iterative_drop
+from whatmatters.method.plans import make_plan
+from whatmatters.method.scores import compute_scores
 
 MODEL = "embedded:smollm2-135m"
 

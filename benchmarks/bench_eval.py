@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_eval.py                      # ~5 min on 2 quiet CPU cores
     .venv/bin/python benchmarks/bench_eval.py --repeats 3 --out benchmarks/results_eval_cpu.txt
 
-For HellaSwag 10-shot, MMLU 5-shot and ARC-Challenge 25-shot (offline data, `whatmatters.tasks.offline`)
+For HellaSwag 10-shot, MMLU 5-shot and ARC-Challenge 25-shot (offline data, `whatmatters.eval.tasks.offline`)
 it runs `lm_eval.simple_evaluate` with each evaluator in turn, ABAB over `--repeats`, and prints docs/s,
 the token positions each ran through the model per doc, the paired per-repeat speedups (stock time /
 prefix-sharing time, median and range), and the check that both give the same answers: the largest
@@ -32,9 +32,9 @@ import torch
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
-from whatmatters.fastlm import PrefixSharingLM
+from whatmatters.eval.fastlm import PrefixSharingLM
+from whatmatters.eval.tasks import offline
 from whatmatters.models import load
-from whatmatters.tasks import offline
 
 # (label, lm-eval task names, shots, metric, protocol)
 # MMLU shares a subject's 5 dev shots across its docs, so its gain grows with docs per subject (--mmlu-docs).

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_kept_modules.py model.dtype=bfloat16  # attn/mlp/block-8, ~4 min
     .venv/bin/python benchmarks/bench_kept_modules.py model.dtype=bfloat16 speed.repeats=20 plans=[mlp-11]
 
-The ideal speedup (`metrics.ideal_speedup`) assumes a pruned model spends the original's time in every
+The ideal speedup (`ideal.ideal_speedup`) assumes a pruned model spends the original's time in every
 module it keeps and nothing in what it cut. This script checks both: it times the same generate job on the
 original and the pruned model alternately (A B A B ...), with the branch hooks of `timing.profile` on both,
 splits each call into three parts and reports each part's ratio original / pruned per paired call (median,
@@ -33,13 +33,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel
 
-from whatmatters import clock, models
+from whatmatters import models
 from whatmatters.adapters import KINDS, adapter_for
-from whatmatters.metrics import median_interval, paired_ratios
-from whatmatters.plans import Plan
-from whatmatters.speed import timing_plan
-from whatmatters.surgery import apply_plan
-from whatmatters.timing import Job
+from whatmatters.measure import clock
+from whatmatters.measure.job import Job
+from whatmatters.measure.speed import timing_plan
+from whatmatters.method.plans import Plan
+from whatmatters.method.surgery import apply_plan
+from whatmatters.records.metrics import median_interval, paired_ratios
 
 ROOT = Path(__file__).parents[1]
 Span = tuple[torch.nn.Module, torch.nn.Module]

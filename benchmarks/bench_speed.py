@@ -23,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from whatmatters import models
-from whatmatters.speed import Comparison, compare
-from whatmatters.timing import PHASES, Job
+from whatmatters.measure.job import PHASES, Job
+from whatmatters.measure.speed import Comparison, compare
 
 ROOT = Path(__file__).parents[1]
 RUNS = 2

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from whatmatters.results import ResultsStore
-from whatmatters.run_record import Interval, RunRecord
+from whatmatters.records.record import Interval, RunRecord
+from whatmatters.records.store import ResultsStore
 
 
 def _interval(i: Interval) -> str:

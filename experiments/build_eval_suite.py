@@ -6,8 +6,8 @@ python experiments/build_eval_suite.py /tmp/suite # or builds elsewhere, e.g. to
 
 import sys
 
-from whatmatters.tasks import TASKS_DIR
-from whatmatters.tasks.build import build
+from whatmatters.eval.tasks import TASKS_DIR
+from whatmatters.eval.tasks.build import build
 
 if __name__ == "__main__":
     for task, path in build(sys.argv[1] if len(sys.argv) > 1 else TASKS_DIR).items():

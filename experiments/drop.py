@@ -10,13 +10,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from whatmatters import apps
+from whatmatters.apps import drop
 
 
 @hydra.main(config_path="../conf", config_name="drop", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    print(apps.drop_summary(apps.drop(cfg, out_dir)))
+    print(drop.drop_summary(drop.drop(cfg, out_dir)))
     print(f"wrote the pruned model, plan.json, scores.json and summary.json to {out_dir}")
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from whatmatters import apps, quant
-from whatmatters.io import atomic_write_text
+from whatmatters.apps import common
+from whatmatters.files import atomic_write_text
+from whatmatters.method import quant
 
 ROOT = Path(__file__).parents[1]
 FRACTIONS = (0.125, 0.25, 0.375, 0.5)  # of the attention layers: the paper's Attn-4/8/12/16 of 32
@@ -24,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     spec = quant.QuantSpec.from_config(cfg)
     if not spec.enabled:
         raise SystemExit("quant=none: choose a scheme to compare with full precision, e.g. quant=int4")
-    model, _, ids = apps.load_with_data(cfg)
+    model, _, ids = common.load_with_data(cfg)
     layers = model.config.num_hidden_layers
     attn_n = [round(f * layers) for f in FRACTIONS]
     result = quant.score_stability(

@@ -12,16 +12,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from whatmatters import experiment
+from whatmatters.apps import run as run_app
 
 
 @hydra.main(config_path="../conf", config_name="run", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     if cfg.dry_run:
-        print(experiment.dry_run(cfg))
+        print(run_app.dry_run(cfg))
         return
-    record = experiment.run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    print(experiment.summary(record))
+    record = run_app.run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    print(run_app.summary(record))
 
 
 if __name__ == "__main__":

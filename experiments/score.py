@@ -10,14 +10,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from whatmatters import apps
+from whatmatters.apps import score
 
 
 @hydra.main(config_path="../conf", config_name="score", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    scores = apps.score(cfg, out_dir)
-    print(apps.score_summary(scores))
+    scores = score.score(cfg, out_dir)
+    print(score.score_summary(scores))
     print(f"wrote {out_dir / 'scores.json'} and {out_dir / 'heatmap.png'} in {scores.meta['wall_s']} s")
 
 

@@ -3,7 +3,7 @@
 python experiments/speed.py
 python experiments/speed.py speed=gpu shape=mistral-7b device=cuda speed.batch_size=64
 
-Logic in whatmatters.speed (`run`), measurement in whatmatters.timing; this file only starts Hydra.
+Logic in whatmatters.apps.speed (`run`), measurement in whatmatters.measure; this file only starts Hydra.
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from whatmatters import speed
+from whatmatters.apps import speed
 
 
 @hydra.main(config_path="../conf", config_name="speed_bench", version_base="1.3")

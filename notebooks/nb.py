@@ -17,7 +17,8 @@ from IPython.display import Image, display
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from whatmatters import apps, data
+from whatmatters import data
+from whatmatters.apps import common
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = Path(os.environ.get("WHATMATTERS_FIGURES", ROOT / "figures"))
@@ -33,7 +34,7 @@ def config(*overrides: str) -> DictConfig:
 def load(model: str, *overrides: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DictConfig]:
     """A `conf/model/<model>.yaml` preset (e.g. `load("smollm2-135m", "model.random_init=true")`)."""
     cfg = config(f"model={model}", *overrides)
-    loaded, tokenizer = apps.load_model(cfg)
+    loaded, tokenizer = common.load_model(cfg)
     return loaded, tokenizer, cfg
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from whatmatters.results import Docs, RunRecord
+from whatmatters.records.store import Docs, RunRecord
 
 # Small enough to run in milliseconds, large enough to have GQA, several layers and (Gemma3) a sliding window.
 TINY = dict(

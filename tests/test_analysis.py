@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from test_data import tiny_tokenizer
 
 from conftest import tiny_model
-from whatmatters import analysis
 from whatmatters.data import _hellaswag_docs, calibration_ids
-from whatmatters.plans import Plan
-from whatmatters.scores import Scores, compute_scores
-from whatmatters.stability import (
+from whatmatters.method import analysis
+from whatmatters.method.plans import Plan
+from whatmatters.method.scores import Scores, compute_scores
+from whatmatters.method.stability import (
     Calibration,
     kendall_tau,
     lowest,
@@ -120,7 +120,7 @@ def test_over_smoothing_changes_are_differences_of_the_similarities():
 
 @pytest.mark.parametrize("kind", ["attn", "mlp"])
 def test_zeroing_a_branch_gives_the_logits_of_the_model_cut_by_surgery(family, kind):
-    from whatmatters.surgery import apply_plan
+    from whatmatters.method.surgery import apply_plan
 
     model = tiny_model(family)
     cut = apply_plan(copy.deepcopy(model), Plan(4, **{kind: (2,)}))

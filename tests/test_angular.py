@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_model
-from whatmatters.scores import compute_scores
+from whatmatters.method.scores import compute_scores
 
 
 def streams(model, ids: torch.Tensor) -> list[torch.Tensor]:

@@ -11,8 +11,9 @@ import torch
 
 from conftest import tiny_model
 from whatmatters import models
-from whatmatters.drop import iterative_drop, one_shot_drop
-from whatmatters.scores import compute_scores
+from whatmatters.method.drop import iterative_drop, one_shot_drop
+from whatmatters.method.plans import MethodSpec
+from whatmatters.method.scores import compute_scores
 
 IDS = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(2))
 DEVICE_MAP = {
@@ -53,8 +54,8 @@ def test_dispatched_logits_and_scores_equal_the_plain_models(pair):
 def test_dropping_from_a_dispatched_model_cuts_the_same_modules_and_still_generates(pair):
     plain, spread = pair
     scores = compute_scores(plain, IDS, progress=False)
-    want = one_shot_drop(plain, scores, "joint", n=3).plan
-    got = one_shot_drop(spread, scores, "joint", n=3).plan
+    want = one_shot_drop(plain, scores, MethodSpec("joint", n=3)).plan
+    got = one_shot_drop(spread, scores, MethodSpec("joint", n=3)).plan
     assert got == want
     assert torch.allclose(plain(IDS).logits, spread(IDS).logits, atol=1e-5)
     out = spread.generate(IDS[:1, :4], max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
@@ -90,15 +91,16 @@ def test_load_with_a_device_map_hands_it_to_from_pretrained_and_skips_the_move(t
 
 @torch.no_grad()
 def test_timing_kv_accounting_and_profile_run_on_a_dispatched_model(pair):
-    from whatmatters import timing
+    from whatmatters.measure import timing
+    from whatmatters.measure.job import Job
 
     plain, spread = pair
-    job = timing.Job(batch_size=1, prompt_len=6, new_tokens=2, repeats=1, warmup=0)
+    job = Job(batch_size=1, prompt_len=6, new_tokens=2, repeats=1, warmup=0)
     profile = timing.profile(spread, job, calls=1)
     assert profile is not None
     scores = compute_scores(plain, IDS, progress=False)
-    one_shot_drop(plain, scores, "attn", n=2)
-    one_shot_drop(spread, scores, "attn", n=2)
+    one_shot_drop(plain, scores, MethodSpec("attn", n=2))
+    one_shot_drop(spread, scores, MethodSpec("attn", n=2))
     want, got = timing.measure(plain, job), timing.measure(spread, job)
     assert got.kv_cache_layers == want.kv_cache_layers == 2
     assert got.kv_cache_bytes == want.kv_cache_bytes

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from whatmatters.drop import iterative_drop, one_shot_drop
-from whatmatters.plans import Plan
-from whatmatters.scores import Scores, compute_scores
-from whatmatters.surgery import apply_plan
+from whatmatters.method.drop import iterative_drop, one_shot_drop
+from whatmatters.method.plans import MethodSpec, Plan
+from whatmatters.method.scores import Scores, compute_scores
+from whatmatters.method.surgery import apply_plan
 
 IDS = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(1))
 NAN = float("nan")
@@ -45,7 +45,7 @@ def amplifier_model() -> torch.nn.Module:
 def test_iterative_differs_from_one_shot_where_a_drop_changes_the_ranking():
     scores = compute_scores(amplifier_model(), IDS, progress=False)
     assert sorted(range(4), key=scores.mlp.__getitem__)[:2] == [2, 3]  # the construction holds
-    one_shot = one_shot_drop(amplifier_model(), scores, "mlp", n=2)
+    one_shot = one_shot_drop(amplifier_model(), scores, MethodSpec("mlp", n=2))
     iterative = iterative_drop(amplifier_model(), IDS, "mlp", n=2, progress=False)
     assert one_shot.plan.mlp == (2, 3)
     assert iterative.plan.mlp == (1, 2)
@@ -85,7 +85,7 @@ def test_iterative_with_the_residual_ablation_never_picks_an_ablated_attention_a
 def test_one_shot_from_given_scores_prunes_the_model():
     model = tiny_model("mistral")
     scores = compute_scores(model, IDS, progress=False)
-    result = one_shot_drop(model, scores, "attn", ratio=0.5)
+    result = one_shot_drop(model, scores, MethodSpec("attn", ratio=0.5))
     assert len(result.plan.attn) == 2
     assert model.config.drop_plan["attn"] == list(result.plan.attn)
 
@@ -93,7 +93,7 @@ def test_one_shot_from_given_scores_prunes_the_model():
 def test_scores_of_another_model_are_rejected():
     scores = Scores(attn=[0.1] * 6, mlp=[0.1] * 6, block=[0.1] * 6)
     with pytest.raises(ValueError, match="6 layers but the model has 4"):
-        one_shot_drop(tiny_model("llama"), scores, "attn", n=1)
+        one_shot_drop(tiny_model("llama"), scores, MethodSpec("attn", n=1))
 
 
 def test_scores_of_a_pruned_model_are_indexed_by_original_layers():
@@ -111,16 +111,16 @@ def test_a_span_drop_on_a_pruned_model_cuts_the_span_it_measured():
     scores = compute_scores(model, IDS, progress=False)  # angular over the 5 kept layers 0, 2, 3, 4, 5
     kept = scores.meta["kept_layers"]
     start = min(range(len(kept) - 1), key=lambda p: (scores.angular[p][p + 2], p))
-    result = one_shot_drop(model, scores, "block", n=2, consecutive=True)
+    result = one_shot_drop(model, scores, MethodSpec("block", n=2, consecutive=True))
     assert result.plan.blocks == tuple(sorted([1, *kept[start : start + 2]]))  # the old cut stays
     assert len(model.model.layers) == 3 and model.config.drop_plan["blocks"] == list(result.plan.blocks)
 
 
 def test_a_one_shot_drop_on_a_pruned_model_adds_to_its_cuts():
     model = apply_plan(tiny_model("llama"), Plan(4, attn=(3,)))
-    result = one_shot_drop(model, compute_scores(model, IDS, progress=False), "attn", n=1)
+    result = one_shot_drop(model, compute_scores(model, IDS, progress=False), MethodSpec("attn", n=1))
     assert len(result.plan.attn) == 2 and 3 in result.plan.attn
     blocks_over_attn = apply_plan(tiny_model("llama"), Plan(4, attn=(0, 1, 2)))
     scores = Scores(attn=[NAN, NAN, NAN, 0.5], mlp=[0.5] * 4, block=[0.1, 0.9, 0.9, 0.9])
     with pytest.raises(ValueError, match=r"already dropped sub-layers of layers \[0\]"):
-        one_shot_drop(blocks_over_attn, scores, "block", n=1)
+        one_shot_drop(blocks_over_attn, scores, MethodSpec("block", n=1))

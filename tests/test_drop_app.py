@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import whatmatters  # noqa: F401  (registers the pruned model classes)
+import whatmatters.method.surgery  # noqa: F401  (registers the pruned model classes)
 
 ROOT = Path(__file__).parents[1]
 ATTN_PARAMS = 2 * 576 * 576 + 2 * 576 * 192 + 576  # q, o (9 heads) + k, v (3 KV heads) + input norm

@@ -16,12 +16,12 @@ from omegaconf import OmegaConf
 from transformers import PreTrainedTokenizerFast
 
 from conftest import tiny_model
-from whatmatters import eval_tasks
-from whatmatters import evaluate as ev
-from whatmatters.plans import Plan
-from whatmatters.surgery import apply_plan
-from whatmatters.tasks import TASKS_DIR
-from whatmatters.tasks import build as suite_build
+from whatmatters.eval import evaluate as ev
+from whatmatters.eval import loading
+from whatmatters.eval.tasks import TASKS_DIR
+from whatmatters.eval.tasks import build as suite_build
+from whatmatters.method.plans import Plan
+from whatmatters.method.surgery import apply_plan
 
 EVAL_CONF = Path(__file__).parents[1] / "conf" / "eval"
 
@@ -46,13 +46,13 @@ def tiny_scores() -> dict[str, list[dict]]:
 
 def test_embedded_suite_gives_finite_scores_for_every_task(tiny_scores):
     scores = tiny_scores["original"][0]
+    tasks = scores.tasks
     for name in ev.SUITES["embedded"]:
-        assert scores[name]["metric"] == ev.TASKS[name].metric
-        assert math.isfinite(scores[name]["value"])
-    assert 0 <= scores["wm_cloze"]["value"] <= 100 and scores["wm_ppl"]["value"] > 1
+        assert tasks[name].metric == ev.TASKS[name].metric
+        assert math.isfinite(tasks[name].value)
+    assert 0 <= tasks["wm_cloze"].value <= 100 and tasks["wm_ppl"].value > 1
     # The average covers the accuracy tasks only; perplexity stays out of it.
-    assert scores["avg"] == pytest.approx((scores["wm_cloze"]["value"] + scores["wm_nextsent"]["value"]) / 2)
-    assert "bits_per_byte,none" in scores["lm_eval"]["wm_ppl"]
+    assert scores.avg == pytest.approx((tasks["wm_cloze"].value + tasks["wm_nextsent"].value) / 2)
 
 
 def test_embedded_suite_is_deterministic(tiny_scores):
@@ -62,7 +62,7 @@ def test_embedded_suite_is_deterministic(tiny_scores):
 
 def test_pruned_model_scores_differently(tiny_scores):
     original, pruned = tiny_scores["original"][0], tiny_scores["pruned"][0]
-    assert pruned["wm_ppl"]["value"] != original["wm_ppl"]["value"]
+    assert pruned.tasks["wm_ppl"].value != original.tasks["wm_ppl"].value
 
 
 def test_build_is_deterministic_and_matches_the_committed_jsonl(tmp_path, monkeypatch):
@@ -86,7 +86,7 @@ def test_unknown_task_and_suite_names_fail_before_any_evaluation():
 
 def test_registered_task_missing_from_lm_eval_is_rejected_by_the_task_manager(monkeypatch):
     monkeypatch.setitem(ev.TASKS, "wm_missing", ev.TaskSpec("wm_missing", 0, "acc"))
-    monkeypatch.setattr(eval_tasks, "require_hub", lambda: None)  # pretend to be online: no request is made
+    monkeypatch.setattr(loading, "require_hub", lambda: None)  # pretend to be online: no request is made
     expected = r"no task named \['wm_missing'\].*lm-eval ls tasks --include_path"
     with pytest.raises(ev.EvalError, match=expected):
         ev.check_suite({"suite": ["wm_missing"]})

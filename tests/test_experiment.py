@@ -13,8 +13,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from whatmatters import apps, evaluate, experiment, run_keys
-from whatmatters.results import ResultsStore
+from whatmatters.apps import common, run_keys
+from whatmatters.apps import run as run_app
+from whatmatters.eval import evaluate
+from whatmatters.records.store import ResultsStore
 
 ROOT = Path(__file__).parents[1]
 # A tiny model, tiny calibration, one quick task, a tiny speed job: seconds per run.
@@ -88,20 +90,20 @@ def test_a_sweep_killed_mid_way_resumes_without_duplicates(tmp_path, tiny_run, m
         return real(*args, **kwargs)
 
     monkeypatch.setattr(evaluate, "run_suite", crash_on_third)
-    experiment.run(config(1), tmp_path / "out1")
+    run_app.run(config(1), tmp_path / "out1")
     with pytest.raises(KeyboardInterrupt):
-        experiment.run(config(2), tmp_path / "out2")
+        run_app.run(config(2), tmp_path / "out2")
     store_root = tmp_path / "results"
     assert len(keys(store_root)) == 2  # baseline + run 1; nothing half-written for run 2
     assert not [p for p in store_root.iterdir() if p.name.startswith(".")]
     monkeypatch.setattr(evaluate, "run_suite", real)
-    again = experiment.run(config(1), tmp_path / "out1b")  # skipped: already stored
-    experiment.run(config(2), tmp_path / "out2b")
+    again = run_app.run(config(1), tmp_path / "out1b")  # skipped: already stored
+    run_app.run(config(2), tmp_path / "out2b")
     assert len(keys(store_root)) == 3
     assert again.dropped == 1
     assert json.loads((store_root / f"{again.key}.json").read_text())["created"] == again.created
     # The same setting in another experiment's grid is not run again: it joins that experiment's table.
-    joined = experiment.run(config(1, "experiment_name=table9"), tmp_path / "out1c")
+    joined = run_app.run(config(1, "experiment_name=table9"), tmp_path / "out1c")
     assert joined.experiments == ["table9"] and len(keys(store_root)) == 3
     assert ResultsStore(store_root).get(joined.key).experiments == ["table9"]
 
@@ -122,7 +124,7 @@ def test_hub_data_without_network_fails_before_loading_any_model(tmp_path, monke
     loaded = []
     monkeypatch.setattr("whatmatters.models.load", lambda *a, **k: loaded.append(a))
     with pytest.raises(evaluate.EvalError, match="network"):
-        experiment.run(cfg, tmp_path / "out")
+        run_app.run(cfg, tmp_path / "out")
     assert not loaded
 
 
@@ -157,11 +159,11 @@ def hydra_app_config():
 
 
 def test_the_experiment_name_is_the_chosen_experiment_and_an_explicit_one_wins(hydra_app_config):
-    assert apps.with_experiment_name(hydra_app_config("experiment=table2")).experiment_name == "table2"
-    assert apps.with_experiment_name(hydra_app_config("experiment=table7")).experiment_name == "table7"
-    assert apps.with_experiment_name(hydra_app_config()).experiment_name is None
+    assert common.with_experiment_name(hydra_app_config("experiment=table2")).experiment_name == "table2"
+    assert common.with_experiment_name(hydra_app_config("experiment=table7")).experiment_name == "table7"
+    assert common.with_experiment_name(hydra_app_config()).experiment_name is None
     explicit = hydra_app_config("experiment=table2", "experiment_name=mine")
-    assert apps.with_experiment_name(explicit).experiment_name == "mine"
+    assert common.with_experiment_name(explicit).experiment_name == "mine"
 
 
 def test_without_a_hydra_app_the_config_keeps_its_experiment_name():
@@ -169,8 +171,8 @@ def test_without_a_hydra_app_the_config_keeps_its_experiment_name():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         plain = compose("run", overrides=["experiment=table2"])
         tagged = compose("run", overrides=["experiment=table2", "experiment_name=table9"])
-    assert apps.with_experiment_name(plain).experiment_name is None
-    assert apps.with_experiment_name(tagged).experiment_name == "table9"
+    assert common.with_experiment_name(plain).experiment_name is None
+    assert common.with_experiment_name(tagged).experiment_name == "table9"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf" / "experiment").glob("*.yaml")), ids=lambda p: p.stem)

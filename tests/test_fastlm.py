@@ -11,10 +11,10 @@ from lm_eval.models.huggingface import HFLM
 from transformers import AutoTokenizer
 
 from conftest import tiny_model
-from whatmatters.fastlm import PrefixSharingLM
-from whatmatters.plans import Plan
-from whatmatters.prefix_tree import radix_tree
-from whatmatters.surgery import apply_plan
+from whatmatters.eval.fastlm import PrefixSharingLM
+from whatmatters.eval.prefix_tree import radix_tree
+from whatmatters.method.plans import Plan
+from whatmatters.method.surgery import apply_plan
 
 MAX_LENGTH = 48  # short, so some requests are truncated from the left as HFLM truncates them
 TOL = 1e-4

@@ -3,28 +3,18 @@ and the numbers behind every line and bar (the data CSV, the Line2D data) are th
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from conftest import record, with_docs
-from whatmatters import plots
-from whatmatters.metrics import paired_difference
-from whatmatters.results import Interval, ResultsStore, Speed
-from whatmatters.scores import Scores
-from whatmatters.tables import TableError
+from whatmatters.apps import figures
+from whatmatters.method.scores import Scores
+from whatmatters.records.metrics import paired_difference
+from whatmatters.records.store import Interval, ResultsStore, Speed
+from whatmatters.report import plots
+from whatmatters.report.tables import TableError
 
-SCRIPT = Path(__file__).parents[1] / "figures" / "make_figures.py"
 SCORES = {"attn": [0.3, 0.1, 0.01], "mlp": [0.9, 0.1, 0.05], "block": [0.9, 0.2, 0.06]}
-
-
-def load_script(name: str = "make_figures"):
-    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_make_figures_draws_the_four_curves_both_modes_and_a_heatmap_naming_its_run(tmp_path):
@@ -34,7 +24,7 @@ def test_make_figures_draws_the_four_curves_both_modes_and_a_heatmap_naming_its_
             for mode in ("one_shot", "iterative"):
                 store.put(record(target, n, 50.0 - n, mode=mode, key=f"{target}{n}{mode}", scores=SCORES))
     store.put(record("none", 0, 50.0, experiment=None, key="base"))
-    written = load_script().main(tmp_path / "results", tmp_path / "figs")
+    written = figures.figures(tmp_path / "results", tmp_path / "figs")
     names = sorted(p.name for p in written)
     assert "heatmap_smollm2-135m.png" in names
     for fig in ("drop_curves", "drop_curves", "one_shot_vs_iterative", "speed", "sdr"):
@@ -131,15 +121,12 @@ def test_speed_bars_draw_each_interval_and_the_csv_keeps_it(tmp_path):
 
 
 def test_redundancy_across_training_plots_each_checkpoint_and_refuses_mixed_models(tmp_path):
-    training = load_script("training")
-    paths = []
     for i, meta in enumerate(({"random_init": True}, {"revision": "step-1000"}, {})):
         scores = Scores(
             attn=[0.3, 0.1 / (i + 1)], mlp=[0.9, 0.1], block=[0.9, 0.2], meta={"model": "m"} | meta
         )
         scores.save(tmp_path / f"{i}.json")
-        paths.append(tmp_path / f"{i}.json")
-    written = training.main(paths, tmp_path / "figs")
+    written = figures.training(str(tmp_path / "*.json"), tmp_path / "figs")
     assert sorted(p.name for p in written) == [
         "redundancy_training_m.csv",
         "redundancy_training_m.pdf",
@@ -152,7 +139,7 @@ def test_redundancy_across_training_plots_each_checkpoint_and_refuses_mixed_mode
     )
     Scores(attn=[0.1], mlp=[0.1], block=[0.1], meta={"model": "other"}).save(tmp_path / "other.json")
     with pytest.raises(SystemExit, match="one model only"):
-        training.main([*paths, tmp_path / "other.json"], tmp_path / "figs")
+        figures.training(str(tmp_path / "*.json"), tmp_path / "figs")
 
 
 def test_one_heatmap_per_scoring_setting_and_disagreeing_scores_are_an_error():
@@ -175,16 +162,14 @@ def test_one_heatmap_per_scoring_setting_and_disagreeing_scores_are_an_error():
         plots.heatmap_runs([cosine, record("attn", 8, 40.0, key="other", scores=shuffled)])
 
 
-def test_heatmap_script_titles_name_the_model_criterion_data_and_scores_file(tmp_path, monkeypatch):
-    heatmap = load_script("heatmap")
-    monkeypatch.setattr(heatmap, "HERE", tmp_path)
+def test_heatmap_app_titles_name_the_model_criterion_data_and_scores_file(tmp_path):
     meta = {"model": "m", "criterion": "magnitude", "data": "lee", "num_samples": 16, "seq_len": 2048}
     Scores(attn=[0.3, 0.1], mlp=[0.9, 0.1], block=[0.9, 0.2], meta=meta).save(
         tmp_path / "run1" / "scores.json"
     )
-    written = heatmap.main([str(tmp_path / "run1" / "scores.json")])
+    written = figures.heatmaps(str(tmp_path / "run1" / "scores.json"), tmp_path)
     assert [p.name for p in written] == ["heatmap_m.png", "heatmap_m.pdf"]
-    title = heatmap.title(Scores.load(tmp_path / "run1" / "scores.json"), tmp_path / "run1" / "scores.json")
+    title = figures.title(Scores.load(tmp_path / "run1" / "scores.json"), tmp_path / "run1" / "scores.json")
     assert title == f"m: magnitude importance, data lee 16 x 2048 ({tmp_path / 'run1' / 'scores.json'})"
 
 

@@ -10,13 +10,14 @@ from hydra import compose, initialize_config_dir
 from test_experiment import tiny_run  # noqa: F401  (the fixture: a tiny model, data, eval and speed job)
 from transformers import AutoModelForCausalLM
 
-import whatmatters  # noqa: F401  (registers the pruned classes with the Auto classes)
+import whatmatters.method.surgery  # noqa: F401  (registers the pruned classes with the Auto classes)
 from conftest import tiny_model
-from whatmatters import experiment, run_keys, validate
-from whatmatters.heal import HealSpec, heal
-from whatmatters.plans import Plan
-from whatmatters.surgery import DroppedAttention, DroppedMLP, apply_plan
-from whatmatters.validate import ConfigError
+from whatmatters.apps import run as run_app
+from whatmatters.apps import run_keys, validate
+from whatmatters.apps.validate import ConfigError
+from whatmatters.method.heal import HealSpec, heal
+from whatmatters.method.plans import Plan
+from whatmatters.method.surgery import DroppedAttention, DroppedMLP, apply_plan
 
 ROOT = Path(__file__).parents[1]
 
@@ -51,7 +52,7 @@ def test_a_healed_run_records_accuracy_before_and_after_and_its_own_key(tmp_path
     assert run_keys.run_key(plain) != run_keys.run_key(healed)
     with pytest.raises(ConfigError, match=r"heal.rank=0 is not valid"):
         validate.check(bad, "run")
-    record = experiment.run(healed, tmp_path / "out")
+    record = run_app.run(healed, tmp_path / "out")
     info = record.extra["heal"]
     assert info["eval_before"]["tasks"].keys() == record.eval.tasks.keys()
     assert len(info["train_losses"]) == 3 and info["loss_after"] < info["loss_before"]
@@ -65,7 +66,7 @@ def test_a_heal_run_after_its_unhealed_run_takes_the_before_accuracy_from_that_r
         plain = compose("run", overrides=[*tiny_run, "method.n=2"])
         healed = compose("run", overrides=[*tiny_run, "method.n=2", *heal_args])
     assert run_keys.unhealed_key(healed) == run_keys.run_key(plain)
-    unhealed = experiment.run(plain, tmp_path / "plain")
-    info = experiment.run(healed, tmp_path / "healed").extra["heal"]
+    unhealed = run_app.run(plain, tmp_path / "plain")
+    info = run_app.run(healed, tmp_path / "healed").extra["heal"]
     assert info["eval_before_record"] == unhealed.key
     assert info["eval_before"] == unhealed.to_dict()["eval"]  # the same model's numbers, not evaluated again

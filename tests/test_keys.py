@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from whatmatters import run_keys
+from whatmatters.apps import run_keys
 
 ROOT = Path(__file__).parents[1]
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from conftest import tiny_model
-from whatmatters import run_keys
-from whatmatters.drop import iterative_drop, one_shot_drop
-from whatmatters.plans import Plan
-from whatmatters.scores import compute_scores, criteria
-from whatmatters.surgery import apply_plan
+from whatmatters.apps import run_keys
+from whatmatters.method.drop import iterative_drop, one_shot_drop
+from whatmatters.method.plans import MethodSpec, Plan
+from whatmatters.method.scores import compute_scores, criteria
+from whatmatters.method.surgery import apply_plan
 
 ROOT = Path(__file__).parents[1]
 FIELDS = {"attn": "attn", "mlp": "mlp", "block": "blocks"}
@@ -111,7 +111,7 @@ def test_one_shot_loss_plan_drops_the_lowest_loss_increase():
     model = tiny_model("qwen2")
     ids = _ids()
     scores = compute_scores(model, ids, criterion="loss", progress=False)
-    plan = one_shot_drop(model, scores, "attn", n=2).plan
+    plan = one_shot_drop(model, scores, MethodSpec("attn", n=2)).plan
     assert list(plan.attn) == sorted(sorted(range(4), key=lambda i: scores.attn[i])[:2])
 
 

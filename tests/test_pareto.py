@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from conftest import record_dict
-from whatmatters import pareto
-from whatmatters.results import RunRecord
+from whatmatters.apps import figures
+from whatmatters.records.store import RunRecord
+from whatmatters.report import labels, pareto
 
 
 def _rec(target: str, n: int, avg: float, speedup: float, **method) -> RunRecord:
@@ -61,12 +62,12 @@ def test_pareto_mask_keeps_ties_and_drops_dominated():
 @pytest.mark.parametrize("healed", [True, False])
 def test_label_names_healing(healed):
     rec = _rec("attn", 4, 59.0, 1.05, heal={"enabled": healed})
-    assert pareto.label(rec) == ("Attn-4 healed" if healed else "Attn-4")
+    assert labels.run_label(rec) == ("Attn-4 healed" if healed else "Attn-4")
 
 
 def test_main_writes_the_plot_and_a_paired_healing_table_from_the_store(tmp_path):
     from conftest import with_docs
-    from whatmatters.results import ResultsStore
+    from whatmatters.records.store import ResultsStore
 
     healed = with_docs(_rec("attn", 4, 0.0, 1.05, heal={"enabled": True}), [1, 1, 1, 0])  # 75 after
     before = with_docs(_rec("attn", 4, 0.0, 1.05), [1, 0, 1, 0])  # 50 before, on the same docs
@@ -80,7 +81,7 @@ def test_main_writes_the_plot_and_a_paired_healing_table_from_the_store(tmp_path
     store = ResultsStore(tmp_path / "results")
     for r in (_rec("none", 0, 60.0, 1.0), healed, _rec("mlp", 4, 50.0, 1.04)):
         store.put(r)
-    paths = pareto.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "fig")])
+    paths = figures.speed_accuracy(tmp_path / "results", tmp_path / "fig")
     assert {p.name for p in paths} >= {"pareto_smollm2-135m_embedded.png", "healing_smollm2-135m_embedded.md"}
     table = pd.read_csv(tmp_path / "fig" / "healing_smollm2-135m_embedded.csv")
     assert table["method"].tolist() == ["Attn-4"] and table["Avg before"][0] == pytest.approx(50.0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from whatmatters.plans import Plan, drop_count, make_plan
-from whatmatters.scores import Scores
+from whatmatters.method.plans import AmountError, Plan, drop_count, make_plan
+from whatmatters.method.scores import Scores
 
 NAN = float("nan")
 
@@ -62,14 +62,14 @@ def test_consecutive_block_mode_picks_the_span_with_least_angular_change():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"target": "attn", "n": -1}, "0 <= n <= 6"),
-        ({"target": "attn", "n": 7}, "the model has 6"),
-        ({"target": "joint", "n": 13}, "the model has 12"),
-        ({"target": "block", "n": 6}, "leaves no model"),
-        ({"target": "attn", "ratio": 1.5}, r"ratio must be in \[0, 1\]"),
-        ({"target": "attn"}, "exactly one of n or ratio"),
-        ({"target": "attn", "n": 1, "ratio": 0.1}, "exactly one of n or ratio"),
-        ({"target": "heads", "n": 1}, "Unknown drop target"),
+        ({"target": "attn", "n": -1}, "1..6 for attn on this model"),
+        ({"target": "attn", "n": 7}, "1..6 for attn on this model"),
+        ({"target": "joint", "n": 13}, "1..12 for joint on this model"),
+        ({"target": "block", "n": 6}, "1..5 for block on this model"),
+        ({"target": "attn", "ratio": 1.5}, r"a fraction in \(0, 1\]"),
+        ({"target": "attn"}, "exactly one of method.n and method.ratio"),
+        ({"target": "attn", "n": 1, "ratio": 0.1}, "exactly one of method.n and method.ratio"),
+        ({"target": "heads", "n": 1}, "method.target='heads' is not valid"),
         ({"target": "mlp", "n": 1, "consecutive": True}, "use target=block"),
         ({"target": "block", "n": 2, "consecutive": True}, "needs angular"),
     ],
@@ -128,3 +128,24 @@ def test_span_and_kept_layers_that_disagree_are_refused():
     mismatched.meta["kept_layers"] = [0, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="does not describe one model"):
         make_plan(mismatched, "block", n=2, consecutive=True)
+
+
+@pytest.mark.parametrize(
+    "target, n, ratio",
+    [("attn", 0, None), ("attn", None, 0.0), ("attn", None, 1.5), ("attn", 7, None), ("block", 6, None),
+     ("mlp", True, None), ("joint", None, None), ("attn", 2, 0.5)],
+)  # fmt: skip
+def test_validation_and_planning_reject_the_same_amounts_in_the_same_words(target, n, ratio):
+    from omegaconf import OmegaConf
+    from transformers import LlamaConfig
+
+    from whatmatters.apps.method_checks import check_method
+    from whatmatters.apps.validate import ConfigError
+
+    with pytest.raises(AmountError) as planned:
+        make_plan(scores(), target, n=n, ratio=ratio)
+    method = {"target": target, "n": n, "ratio": ratio, "consecutive": False, "remove_residual": False}
+    cfg = OmegaConf.create({"mode": "one_shot", "criterion": "cosine", "method": method})
+    with pytest.raises(ConfigError) as validated:
+        check_method(cfg, LlamaConfig(num_hidden_layers=6))
+    assert str(validated.value) == str(planned.value)

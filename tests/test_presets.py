@@ -11,10 +11,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from whatmatters import experiment
-from whatmatters.apps import apply_cell
+from whatmatters.apps import run as run_app
+from whatmatters.apps.common import apply_cell
+from whatmatters.apps.validate import ConfigError
 from whatmatters.paper import PAPER_MODELS, TABLES
-from whatmatters.validate import ConfigError
 
 ROOT = Path(__file__).parents[1]
 CONF_NAME = {paper: conf for conf, paper in PAPER_MODELS.items()}  # "Llama-3-70B" -> "llama3-70b"
@@ -91,5 +91,5 @@ def test_dry_run_line_names_the_quantization_and_its_order():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         plain = compose("run", overrides=["method=attn", "method.n=4"])
         int4 = compose("run", overrides=["method=attn", "method.n=4", "quant=int4"])
-    assert "quant=" not in experiment.dry_run(plain)
-    assert experiment.dry_run(int4).endswith("quant=int4 (drop_then_quant)")
+    assert "quant=" not in run_app.dry_run(plain)
+    assert run_app.dry_run(int4).endswith("quant=int4 (drop_then_quant)")

@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM
 
 from conftest import tiny_model
-from whatmatters.plans import Plan
-from whatmatters.quant import ORDERS, SCHEMES, QuantSpec, compare_scores, quantize, weight_bytes
-from whatmatters.scores import Scores
-from whatmatters.surgery import DroppedAttention, DroppedMLP, apply_plan
+from whatmatters.method.plans import Plan
+from whatmatters.method.quant import ORDERS, SCHEMES, QuantSpec, compare_scores, quantize, weight_bytes
+from whatmatters.method.scores import Scores
+from whatmatters.method.surgery import DroppedAttention, DroppedMLP, apply_plan
 
 ROOT = Path(__file__).parents[1]
 # hidden 64 and intermediate 128: every linear's input size is a multiple of the int4 group size.
@@ -136,7 +136,7 @@ def test_a_group_size_that_does_not_divide_a_linear_fails_before_quantizing():
 
 
 def test_every_quant_config_parses_and_the_run_key_differs_by_scheme_and_order():
-    from whatmatters import run_keys  # imported only where its keys are tested
+    from whatmatters.apps import run_keys  # imported only where its keys are tested
 
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         cfgs = {q: compose("run", overrides=[f"quant={q}"]) for q in ("none", *SCHEMES)}
@@ -162,7 +162,7 @@ def test_score_comparison_reports_rank_agreement_and_plan_overlap():
 
 def test_table11_holds_both_precisions_with_their_baselines_beside_the_papers_rows():
     from conftest import record
-    from whatmatters.tables import build_table
+    from whatmatters.report.tables import build_table
 
     int4 = {"scheme": "int4", "order": "drop_then_quant", "group_size": 64}
     untimed = {"speedup": {}, "kv_ratio": 0.8, "pruned": {"kv_cache_bytes": 2**20}, "not_timed": "no kernel"}
@@ -193,7 +193,7 @@ def test_table11_holds_both_precisions_with_their_baselines_beside_the_papers_ro
 
 
 def test_score_stability_scores_one_model_before_and_after_quantizing_it():
-    from whatmatters.quant import score_stability
+    from whatmatters.method.quant import score_stability
 
     ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(1))
     model = _model()

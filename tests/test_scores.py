@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_model
 from whatmatters.adapters import UnsupportedArchitectureError, adapter_for
-from whatmatters.scores import Scores, StreamCache, compute_scores
+from whatmatters.method.scores import Scores, StreamCache, compute_scores
 
 
 def calib(n: int = 3, length: int = 12, seed: int = 1) -> torch.Tensor:

@@ -15,10 +15,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import TINY, tiny_model
-from whatmatters import memory, shapes, speed
-from whatmatters.plans import Plan
-from whatmatters.surgery import apply_plan
-from whatmatters.timing import Job, measure
+from whatmatters import models
+from whatmatters.apps import speed as speed_app
+from whatmatters.measure import memory, speed
+from whatmatters.measure.job import Job
+from whatmatters.measure.timing import measure
+from whatmatters.method.plans import Plan
+from whatmatters.method.surgery import apply_plan
 
 ROOT = Path(__file__).parents[1]
 L = TINY["num_hidden_layers"]
@@ -91,7 +94,7 @@ SHAPES = {
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_shapes_build_the_published_sizes_on_meta(name):
     layers, heads, kv_heads, hidden, params = SHAPES[name]
-    model = shapes.build(name, "meta")
+    model = models.build_shape(name, "meta")
     assert len(model.model.layers) == layers
     attn = model.model.layers[0].self_attn
     assert attn.q_proj.out_features == heads * attn.head_dim and attn.head_dim * heads == hidden
@@ -141,7 +144,7 @@ def test_speed_app_times_each_plan_against_the_original_and_writes_every_repeat(
         *TINY_JOB,
         "speed.repeats=3",
     )
-    table = speed.run(cfg, tmp_path)
+    table = speed_app.run(cfg, tmp_path)
     assert list(table.plan) == ["attn-2", "mlp-1", "block-1"]  # `none` is the original beside each plan
     assert list(table.kv_layers) == [2, 4, 3] and list(table.kv_ratio) == [0.5, 1.0, 0.75]
     assert (table.kv_cache_mib == table.kv_analytic_mib).all() and table.alternated.all()
@@ -157,13 +160,13 @@ def test_speed_app_times_each_plan_against_the_original_and_writes_every_repeat(
 
 def test_speed_app_refuses_a_plan_list_with_nothing_to_compare(tmp_path):
     with pytest.raises(ValueError, match=r"plans=\['none'\] has nothing to compare"):
-        speed.run(_compose("plans=[none]", *TINY_JOB), tmp_path)
+        speed_app.run(_compose("plans=[none]", *TINY_JOB), tmp_path)
 
 
 def test_speed_app_checks_a_shape_fits_before_building_it(tmp_path):
     cfg = _compose("shape=llama3-70b", *TINY_JOB, "speed.batch_size=1000000")
     with pytest.raises(MemoryError, match="needs about"):
-        speed.run(cfg, tmp_path)
+        speed_app.run(cfg, tmp_path)
     assert not (tmp_path / "speed.csv").exists()
 
 

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from conftest import tiny_model
 from whatmatters.adapters import adapter_for
-from whatmatters.plans import Plan
-from whatmatters.surgery import DroppedAttention, apply_plan
+from whatmatters.method.plans import Plan
+from whatmatters.method.surgery import DroppedAttention, apply_plan
 
 L = 4  # layers of the tiny models
 # Longer than the Gemma tiny models' sliding window (8), so sliding cache layers really slide.

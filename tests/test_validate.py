@@ -13,9 +13,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from whatmatters import apps, experiment, validate
+from whatmatters.apps import drop as drop_app
+from whatmatters.apps import run as run_app
+from whatmatters.apps import score as score_app
+from whatmatters.apps import validate
+from whatmatters.apps.validate import ConfigError
 from whatmatters.shapes import mistral_7b
-from whatmatters.validate import ConfigError
 
 ROOT = Path(__file__).parents[1]
 
@@ -59,7 +62,7 @@ def config(app: str, overrides: list[str]):
         return compose(app, overrides=overrides)
 
 
-APP = {"run": experiment.run, "drop": apps.drop, "score": apps.score}
+APP = {"run": run_app.run, "drop": drop_app.drop, "score": score_app.score}
 
 
 @pytest.mark.parametrize(
@@ -115,10 +118,10 @@ def test_bad_input_fails_before_loading_and_writes_nothing(app, bad, message, ti
 
 
 def test_an_unknown_eval_task_fails_before_loading(tiny, no_load, tmp_path):
-    from whatmatters.evaluate import EvalError
+    from whatmatters.eval.evaluate import EvalError
 
     with pytest.raises(EvalError, match="nope"):
-        experiment.run(config("run", [*tiny, "eval.suite=[nope]"]), tmp_path / "out")
+        run_app.run(config("run", [*tiny, "eval.suite=[nope]"]), tmp_path / "out")
     assert not no_load
 
 
@@ -127,14 +130,14 @@ def test_asking_for_a_gpu_on_a_machine_without_one_fails_naming_the_fix(tiny, no
     with pytest.raises(
         ConfigError, match="device='cuda' is not valid: cpu or auto: this machine has no CUDA"
     ):
-        apps.score(config("score", [*tiny, "device=cuda"]), tmp_path / "out")
+        score_app.score(config("score", [*tiny, "device=cuda"]), tmp_path / "out")
 
 
 def test_a_calibration_set_larger_than_the_corpus_fails_with_its_size(tiny, no_load, tmp_path):
     lee = [o for o in tiny if not o.startswith(("data=", "data.path"))] + ["data=lee", "data.n=20000"]
     lee = [o for o in lee if o != "data.n=4"]
     with pytest.raises(ConfigError, match=r"data.n=20000, data.seq_len=16, data.source='lee'.*tokens but"):
-        apps.score(config("score", lee), tmp_path / "out")
+        score_app.score(config("score", lee), tmp_path / "out")
 
 
 def test_the_iterative_cache_is_sized_before_scoring(tiny, no_load, tmp_path, monkeypatch):
@@ -143,7 +146,7 @@ def test_the_iterative_cache_is_sized_before_scoring(tiny, no_load, tmp_path, mo
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Small)
     with pytest.raises(ConfigError, match=r"data.n=4 is not valid: at most 0 samples .* needs 0.0 GiB"):
-        experiment.run(config("run", [*tiny, "mode=iterative"]), tmp_path / "out")
+        run_app.run(config("run", [*tiny, "mode=iterative"]), tmp_path / "out")
 
 
 def test_the_cache_estimate_matches_the_issue_figure_for_mistral_7b():
@@ -155,7 +158,7 @@ def test_a_paper_model_is_checked_offline_from_its_known_shape(no_load, tmp_path
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = config("run", ["model=llama3-70b", "method.n=81", f"results_dir={tmp_path}", "wandb.mode=disabled"])
     with pytest.raises(ConfigError, match="method.n=81 is not valid: 1..80"):
-        experiment.run(cfg, tmp_path / "out")
+        run_app.run(cfg, tmp_path / "out")
 
 
 def test_a_good_config_passes_and_reports_what_it_will_drop(tiny):

@@ -29,6 +29,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from whatmatters import shapes
+
 EMBEDDED_PREFIX = "embedded:"
 
 
@@ -192,8 +194,6 @@ def model_config(
     try:
         return AutoConfig.from_pretrained(resolve(name_or_path), revision=revision, local_files_only=True)
     except (OSError, ValueError):
-        from whatmatters import shapes  # imports this module: import here, not at the top
-
         return shapes.config(shape) if shape in shapes.SHAPES else None
 
 
@@ -216,3 +216,20 @@ def fingerprint(name_or_path: str, revision: str | None = None) -> dict:
         out["commit"] = Path(cached).parent.name  # snapshots/<commit>/config.json
         out["config_sha256"] = hashlib.sha256(Path(cached).read_bytes()).hexdigest()[:16]
     return out
+
+
+def build_shape(name: str, device: str = "meta", dtype: str = "bfloat16") -> PreTrainedModel:
+    """A random-weight model of shape `name`, allocated directly on `device` (eval mode).
+
+    Under `torch.device(device)` every tensor is created on the device, so a GPU model never passes
+    through CPU memory and the stock initialisation runs on the GPU (milliseconds per GB). The
+    stock init is kept rather than skipped (`transformers.initialization.no_init_weights`): skipping
+    leaves uninitialised memory, whose NaNs and denormals can change kernel speed, and saves time
+    only on CPU, where these shapes do not fit anyway. On `meta` nothing is allocated: use it to
+    count parameters or estimate memory before building for real.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(shapes.config(name), dtype=DTYPES[dtype])
+    return model.eval()

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedConfig, PreTrainedModel
-
-from whatmatters.models import DTYPES
+from transformers import LlamaConfig, MistralConfig, PreTrainedConfig
 
 
 def _llama(
@@ -88,20 +85,3 @@ def config(name: str) -> PreTrainedConfig:
     if name not in SHAPES:
         raise ValueError(f"Unknown model shape {name!r}; choose one of {sorted(SHAPES)}")
     return SHAPES[name]()
-
-
-def build(name: str, device: str = "meta", dtype: str = "bfloat16") -> PreTrainedModel:
-    """A random-weight model of shape `name`, allocated directly on `device` (eval mode).
-
-    Under `torch.device(device)` every tensor is created on the device, so a GPU model never passes
-    through CPU memory and the stock initialisation runs on the GPU (milliseconds per GB). The
-    stock init is kept rather than skipped (`transformers.initialization.no_init_weights`): skipping
-    leaves uninitialised memory, whose NaNs and denormals can change kernel speed, and saves time
-    only on CPU, where these shapes do not fit anyway. On `meta` nothing is allocated: use it to
-    count parameters or estimate memory before building for real.
-    """
-    if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config(name), dtype=DTYPES[dtype])
-    return model.eval()

@@ -1,0 +1,95 @@
+"""The figure apps (experiments/figures.py, pareto.py, training.py, heatmap.py): figures from the results
+store or from saved scores, never from a model run. Each writes PNG + PDF + the CSV of what it draws."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+from whatmatters.files import atomic_write_text
+from whatmatters.method.score_data import Scores
+from whatmatters.records.store import ResultsStore, RunRecord
+from whatmatters.report import pareto, plots
+
+
+def figures(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Every figure the records allow, one set per setting (model, suite, eval limit and protocol, data,
+    dtype, seed, quantization, speed job, criterion, residual ablation, mode): drop curves, speedup / KV
+    bars, SDR vs speedup; one-shot vs iterative where both modes ran; an importance heatmap per scoring
+    setting, titled with the run it draws. Each CSV lists the record key of every point."""
+    out = Path(out_dir)
+    records = list(ResultsStore(results_dir).records())
+    written = [
+        plots.importance_heatmap(r.scores, out / f"{stem}.png", title, criterion=r.criterion)
+        for stem, title, r in plots.heatmap_runs(records)
+    ]
+    for fs in plots.figure_sets(records):
+        written += plots.drop_curves(fs, out / f"drop_curves_{fs.name}")
+        written += plots.speed_bars(fs, out / f"speed_{fs.name}")
+        written += plots.sdr_vs_speedup(fs, out / f"sdr_{fs.name}")
+    for fs in plots.figure_sets(records, swept=("mode",)):
+        if len({r.mode for r in fs.runs}) > 1:
+            written += plots.one_shot_vs_iterative(fs, out / f"one_shot_vs_iterative_{fs.name}")
+    if not written:
+        raise SystemExit(
+            f"No readable records under {results_dir}: run experiments/run.py (or make reproduce-figures)"
+        )
+    return written
+
+
+def speed_accuracy(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """The speed-accuracy plots and the healing tables (`healing_<model>_<suite>.{md,csv}`) of a store."""
+    records = list(ResultsStore(results_dir).records())
+    out = Path(out_dir)
+    paths = pareto.speed_accuracy_plots(records, out)
+    by_suite: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_suite.setdefault(f"{r.model}_{r.eval.suite}", []).append(r)
+    for name, runs in sorted(by_suite.items()):
+        table = pareto.healing_table(runs)
+        if table.empty:
+            continue
+        stem = out / f"healing_{name}"
+        atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+        atomic_write_text(stem.with_suffix(".md"), table.to_markdown(index=False, floatfmt=".3g") + "\n")
+        paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+    return paths
+
+
+def _scores_files(pattern: str) -> list[Path]:
+    paths = sorted(Path(p) for p in glob.glob(pattern))
+    if not paths:
+        raise SystemExit(f"scores={pattern!r} matches no scores.json: run experiments/score.py first")
+    return paths
+
+
+def training(pattern: str, out_dir: str | Path) -> list[Path]:
+    """Redundancy across training: the scores of several checkpoints of one model side by side. Each legend
+    label comes from the scores' metadata (`model.random_init=true` -> "random init", a revision: itself)."""
+    runs = [Scores.load(p) for p in _scores_files(pattern)]
+    models = {s.meta.get("model", "model") for s in runs}
+    if len(models) != 1:
+        raise SystemExit(f"Scores of one model only, got {sorted(models)}: run once per model")
+    (model,) = models
+    runs.sort(key=lambda s: (not s.meta.get("random_init"), s.meta.get("revision") or "~"))
+    return plots.redundancy_across_training(runs, Path(out_dir) / f"redundancy_training_{model}", model)
+
+
+def title(scores: Scores, path: Path) -> str:
+    """E.g. `smollm2-135m: cosine importance, data lee 16 x 2048 (outputs/score/.../scores.json)`."""
+    meta = scores.meta
+    data = f"data {meta.get('data', '?')} {meta.get('num_samples', '?')} x {meta.get('seq_len', '?')}"
+    model = meta.get("model", path.parent.name)
+    return f"{model}: {meta.get('criterion', 'cosine')} importance, {data} ({path})"
+
+
+def heatmaps(pattern: str, out_dir: str | Path) -> list[Path]:
+    """An importance heatmap (layer x {block, attention, MLP}) per scores file, PNG and PDF."""
+    written = []
+    for path in _scores_files(pattern):
+        scores = Scores.load(path)
+        name = scores.meta.get("model", path.parent.name)
+        for ext in ("png", "pdf"):
+            stem = Path(out_dir) / f"heatmap_{name}.{ext}"
+            written.append(plots.importance_heatmap(scores, stem, title=title(scores, path)))
+    return written

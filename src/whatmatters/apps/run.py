@@ -1,0 +1,305 @@
+"""One experiment run (experiments/run.py): score, plan, drop, evaluate, time, record, log.
+
+Every run is keyed by a hash of the config that determines its numbers. A finished key is skipped,
+so re-running a sweep costs seconds and a killed sweep resumes where it stopped. The unpruned
+baseline of a (model, eval suite, speed job) is one record of its own, computed once and reused
+by every run for its SDR; one-shot scores of a (model, data, criterion) are cached likewise.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import lm_eval
+import torch
+import transformers
+from omegaconf import DictConfig, OmegaConf
+
+from whatmatters import data, models
+from whatmatters.apps import run_keys, tracking, validate
+from whatmatters.apps.common import (
+    apply_cell,
+    apply_method,
+    load_model,
+    load_with_data,
+    method_scores,
+    save_scores,
+    with_experiment_name,
+)
+from whatmatters.eval import evaluate
+from whatmatters.measure import budget, clock, memory, speed, timing
+from whatmatters.measure.job import Job, job_for_quant, job_from_config
+from whatmatters.method import heal, quant
+from whatmatters.method.drop import DropResult
+from whatmatters.method.plans import Plan
+from whatmatters.method.scores import Scores
+from whatmatters.method.surgery import apply_plan
+from whatmatters.records import metrics
+from whatmatters.records.store import ResultsStore, RunRecord
+from whatmatters.report.labels import run_name
+
+
+def _versions() -> dict:
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "lm_eval": lm_eval.__version__,
+        "whatmatters": version("whatmatters"),
+        "machine": clock.machine_name("cpu"),  # the host; its bf16 ISA decides CPU bfloat16 rounding
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+def _record(cfg: DictConfig, key: str, **fields) -> dict:
+    return {
+        "key": key,
+        "model": cfg.model.name,
+        "experiments": [cfg.experiment_name] if cfg.experiment_name else [],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "weights": models.fingerprint(cfg.model.name_or_path, cfg.model.get("revision")),  # as in the key
+        **fields,
+    }
+
+
+def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
+    """The unpruned model's record for this (model, suite, job): read from the store, or measured once."""
+    key = run_keys.baseline_key(cfg)
+    if (stored := store.get(key)) is not None:
+        return stored
+    start = time.perf_counter()
+    model, tokenizer = load_model(cfg)
+    qspec = quant.QuantSpec.from_config(cfg)
+    quant.quantize(model, qspec)
+    job = job_for_quant(job_from_config(cfg.speed, str(model.device), cfg.seed), qspec)
+    measured = timing.measure(model, job, "none")
+    size = model.num_parameters()
+    record = _record(
+        cfg,
+        key,
+        name=f"{cfg.model.name}-baseline",
+        config=run_keys.key_spec(cfg, "model", "eval", "speed"),
+        method={"target": "none"},
+        mode=None,
+        criterion=None,
+        dropped=0,
+        num_layers=model.config.num_hidden_layers,
+        eval=evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed).to_dict(),
+        speed=speed.baseline_record(measured),
+        sdr=None,
+        quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
+        params={"before": size, "after": size} | quant.describe(model, qspec),
+        wall_s=round(time.perf_counter() - start, 1),
+    )
+    if not qspec.has_kernel(job.device):
+        record["speed"] = speed.untimed(record["speed"], qspec, job.device)
+    record = RunRecord.from_dict(record)  # a record that does not parse fails here, not in a table
+    store.put(record)
+    tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir / "baseline")
+    return record
+
+
+def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores:
+    """Scores of the original model, computed once per (model, data, criterion) and reused."""
+    path = store.root / "scores" / f"{run_keys.scores_key(cfg)}.json"
+    if path.exists():
+        return Scores.load(path)
+    scores = method_scores(cfg, model, ids)
+    scores.save(path)
+    return scores
+
+
+def _budget_drop(cfg: DictConfig, model, scores: Scores, job: Job) -> DropResult:
+    """Drop what `method.budget` asks (budget.py); the plan holds the predicted cost, the record the real."""
+    wanted = budget.Budget(cfg.method.budget.kind, float(cfg.method.budget.target))
+    costs = budget.costs_for(wanted.kind, model, job)  # of the original: the model is not cut yet
+    plan = budget.budget_plan(scores, wanted, costs, cfg.method.target)
+    apply_plan(model, plan)
+    return DropResult(plan, scores, forward_equivalents=scores.meta.get("forward_equivalents", 1.0))
+
+
+def _unhealed(cfg: DictConfig, store: ResultsStore, plan: Plan, qspec: quant.QuantSpec) -> RunRecord | None:
+    """The same run without healing when the store has it and it evaluated the very model healing starts
+    from (same plan, not quantized after the cut): its accuracy is the heal run's "before" (a heal sweep
+    runs heal=none first), so the same model is not evaluated twice."""
+    if not heal.HealSpec.from_config(cfg).enabled or (qspec.enabled and not qspec.before_drop):
+        return None
+    record = store.get(run_keys.unhealed_key(cfg))
+    return record if record is not None and Plan.from_dict(record.plan) == plan else None
+
+
+def _healing(cfg: DictConfig, model, tokenizer, unhealed: RunRecord | None) -> dict | None:
+    """With heal.enabled: the pruned model's accuracy (the unhealed run's record where there is one, else
+    evaluated here), then LoRA-heal it in place; returns the before numbers."""
+    spec = heal.HealSpec.from_config(cfg)
+    if not spec.enabled:
+        return None
+    before = (
+        unhealed.to_dict()["eval"]
+        if unhealed is not None
+        else evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed).to_dict()
+    )
+    ids = data.calibration_ids(tokenizer, cfg.data.source, spec.n, spec.seq_len, cfg.data.path)
+    start = time.perf_counter()
+    losses = heal.heal(model, ids, spec)
+    wall_s = round(time.perf_counter() - start, 1)
+    source = unhealed.key if unhealed is not None else None
+    return {**spec.to_dict(), **losses, "wall_s": wall_s, "eval_before": before, "eval_before_record": source}
+
+
+def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> RunRecord:
+    """A finished run that another experiment's grid also holds (Attn-8 is in Tables 1 and 2) is tagged
+    with that experiment too, so its table shows it without running it again."""
+    if experiment and experiment not in record.experiments:
+        record.experiments.append(experiment)
+        store.put(record)
+    return record
+
+
+def prepare(cfg: DictConfig) -> tuple[DictConfig, validate.Checked]:
+    """The config a run executes (a paper-table cell expanded to its method, the chosen experiment named),
+    checked before anything loads or is written: a bad value fails here in seconds (validate.check)."""
+    cfg = with_experiment_name(apply_cell(cfg))
+    return cfg, validate.check(cfg, "run")
+
+
+def dry_run(cfg: DictConfig) -> str:
+    """The run this config would make, one line (model, method, n, mode, criterion), after the checks."""
+    cfg, checked = prepare(cfg)
+    m = cfg.method
+    n = m.n if m.n is not None else checked.count
+    amount = f"n={n}" if m.ratio is None else f"n={n if n is not None else '?'} (ratio {m.ratio})"
+    layers = f"of {checked.num_layers} layers" if checked.num_layers else "layers unknown"
+    extras = [x for x in ("span" * bool(m.consecutive), "no-residual" * bool(m.remove_residual)) if x]
+    if m.get("budget"):
+        extras.append(f"budget {m.budget.kind}={m.budget.target}")
+    if run_keys.heal_part(cfg):
+        extras.append("heal=lora")
+    if (qspec := quant.QuantSpec.from_config(cfg)).enabled:
+        extras.append(f"quant={qspec.scheme} ({qspec.order})")
+    return "  ".join(
+        [f"[dry run] {cfg.model.name}", m.target, amount, cfg.mode, cfg.criterion, layers, *extras]
+    )
+
+
+def _prune(
+    cfg: DictConfig, store: ResultsStore, model, tokenizer, ids, job: Job
+) -> tuple[DropResult, dict | None]:
+    """Quantize (before or after the drop, as configured), drop, heal: the model is changed in place."""
+    qspec = quant.QuantSpec.from_config(cfg)
+    if qspec.before_drop:
+        quant.quantize(model, qspec)
+    scores = None if cfg.mode == "iterative" else _one_shot_scores(cfg, store, model, ids)
+    if cfg.method.get("budget"):
+        result = _budget_drop(cfg, model, scores, job)
+    else:
+        result = apply_method(cfg, model, ids, scores)
+    healing = _healing(cfg, model, tokenizer, _unhealed(cfg, store, result.plan, qspec))
+    if not qspec.before_drop:
+        quant.quantize(model, qspec)
+    return result, healing
+
+
+def _time_pair(cfg: DictConfig, model, original_bytes: int, job: Job) -> tuple[speed.PairTiming, object]:
+    """The pruned model and a fresh original, timed alternately (A B A B ...) after all the heavy work, so
+    load elsewhere on the machine hits both models' calls alike; in blocks only when both do not fit.
+    Returns the pair and the original model (its profile gives the ideal speedup)."""
+    qspec = quant.QuantSpec.from_config(cfg)
+    if timing.pair_fits(model, original_bytes, job):
+        original_model = quant.quantize(load_model(cfg)[0], qspec)
+        return speed.PairTiming(
+            *timing.alternate(original_model, model, job), alternated=True
+        ), original_model
+    print(f"[speed] original and pruned do not fit together on {job.device}: timed in blocks")
+    pruned = timing.measure(model, job, "pruned")
+    del model
+    memory.release(job.device)
+    original_model = quant.quantize(load_model(cfg)[0], qspec)
+    pair = speed.PairTiming(timing.measure(original_model, job, "none"), pruned, alternated=False)
+    return pair, original_model
+
+
+def _pruned_record(
+    cfg: DictConfig, key: str, base: RunRecord, result: DropResult, measured: dict, start: float
+) -> RunRecord:
+    """The typed record of a finished run, named by `labels.run_name` like every table and figure names it."""
+    qspec = quant.QuantSpec.from_config(cfg)
+    accuracy, pair, job = measured["eval"], measured["pair"], measured["job"]
+    record = _record(
+        cfg,
+        key,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        # The heal spec rides in the method, so tables and figures tell healed and unhealed runs apart.
+        method=OmegaConf.to_container(cfg.method, resolve=True) | run_keys.heal_part(cfg),
+        heal=measured["heal"],
+        mode=cfg.mode,
+        criterion=cfg.criterion,
+        dropped=len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks),
+        num_layers=result.plan.num_layers,
+        plan=result.plan.to_dict(),
+        steps=result.steps,
+        forward_equivalents=result.forward_equivalents,
+        scores={k: getattr(result.scores, k) for k in ("attn", "mlp", "block")},
+        eval=accuracy,
+        speed=pair.record(measured["profile"], result.plan),
+        baseline_avg=base.eval.avg,
+        sdr=metrics.sdr_estimate(base.eval.avg, accuracy["avg"], pair.speedups()["generate"]),
+        quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
+        params=measured["params"],
+        wall_s=round(time.perf_counter() - start, 1),
+    )
+    if not qspec.has_kernel(job.device):
+        record |= {"speed": speed.untimed(record["speed"], qspec, job.device), "sdr": None}
+    record = RunRecord.from_dict(record)
+    record.name = run_name(record)
+    return record
+
+
+def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
+    """One config of the grid, end to end; returns its record (the stored one if it already ran)."""
+    cfg, _ = prepare(cfg)
+    store = ResultsStore(cfg.results_dir)
+    key = run_keys.run_key(cfg)
+    if (stored := store.get(key)) is not None:
+        print(f"[skip] {key} already in {store.root}")
+        return _join(store, stored, cfg.experiment_name)
+    base = baseline(cfg, store, out_dir)
+    start = time.perf_counter()
+    model, tokenizer, ids = load_with_data(cfg)
+    qspec = quant.QuantSpec.from_config(cfg)
+    job = job_for_quant(job_from_config(cfg.speed, str(model.device), cfg.seed), qspec)
+    params_before, original_bytes = model.num_parameters(), memory.weight_bytes(model)
+    result, healing = _prune(cfg, store, model, tokenizer, ids, job)
+    save_scores(cfg, result.scores, out_dir)
+    measured = {
+        "job": job,
+        "heal": healing,
+        "eval": evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed).to_dict(),
+    }
+    measured["params"] = {"before": params_before, "after": model.num_parameters()} | quant.describe(
+        model, qspec
+    )
+    measured["pair"], original_model = _time_pair(cfg, model, original_bytes, job)
+    measured["profile"] = timing.profile(original_model, job)
+    record = _pruned_record(cfg, key, base, result, measured, start)
+    store.put(record)
+    tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir)
+    return record
+
+
+def summary(record: RunRecord) -> str:
+    """One line per run for the sweep log: what was dropped, accuracy, speedup, KV, SDR."""
+    nan = float("nan")
+    speed_ = record.speed
+    generate = speed_.speedup.get("generate") if speed_ else None
+    sdr = record.sdr
+    return (
+        f"{record.name}: avg {record.eval.avg:.2f} "
+        f"(baseline {record.baseline_avg if record.baseline_avg is not None else nan:.2f}), "
+        f"speedup {generate.median if generate else nan:.3f}x, "
+        f"KV {speed_.kv_ratio if speed_ and speed_.kv_ratio is not None else nan:.3f}, "
+        f"SDR {'n/a' if sdr is None or sdr.value is None else f'{sdr.value:.3f}'}"
+    )

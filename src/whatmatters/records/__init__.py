@@ -1,0 +1,2 @@
+"""What a run leaves behind, readable without torch: the typed run record (`record`), the results store
+(`store`) and the statistics every table and figure uses (`metrics`: paired differences, intervals, SDR)."""

@@ -1,0 +1,151 @@
+"""One speed-accuracy plot per setting: every method, criterion, budget and healing variant as a point.
+
+A point is one record: measured `generate` speedup (median, 95% interval) against Avg (± its stderr).
+Points share a plot only when their records agree on everything a run shares with its baseline
+(`results.base_setting`: model, eval suite, limit and protocol, speed job, hardware, seed, quantization);
+the method fields (target, n, criterion, mode, budget, heal, calibration data) are what varies between
+points, and each is spelled out in the label and the CSV. The unpruned baseline is the point (1, Avg).
+
+Pareto front (stated rule): a point is on it when no other point has a speedup and an Avg at least as
+high, one of them strictly (medians and means, not intervals: the intervals are drawn so the reader sees
+which front points are distinguishable). Points whose speed was not measured (quantized without a
+kernel) are in the CSV, not on the plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from whatmatters.records.metrics import paired_difference
+from whatmatters.records.store import RunRecord, base_setting, config_key
+from whatmatters.report.labels import method_label, run_label
+from whatmatters.report.plots import save_figure
+
+
+def _row(r: RunRecord) -> dict:
+    generate = r.speed.speedup.get("generate") if r.speed else None
+    extra = r.method.extra
+    return {
+        "key": r.key,
+        "label": run_label(r),
+        "target": r.method.target,
+        "n": r.dropped,
+        "criterion": r.criterion or ("none" if r.is_baseline else "cosine"),
+        "mode": r.mode or ("none" if r.is_baseline else "one_shot"),
+        "budget": str(extra["budget"]) if extra.get("budget") else None,
+        "healed": bool(extra.get("heal", {}).get("enabled")),
+        "speedup": generate.median if generate else None,
+        "speedup low": generate.low if generate else None,
+        "speedup high": generate.high if generate else None,
+        "Avg": r.eval.avg,
+        "Avg stderr": r.eval.avg_stderr,
+        **{k: v for k, v in r.setting().items() if k.startswith("data.")},
+    }
+
+
+def pareto_mask(frame: pd.DataFrame) -> pd.Series:
+    """True where no other row is at least as fast and as accurate, and strictly better in one."""
+    speed, avg = frame["speedup"], frame["Avg"]
+    return pd.Series(
+        [
+            not ((speed >= s) & (avg >= a) & ((speed > s) | (avg > a))).any()
+            for s, a in zip(speed, avg, strict=True)
+        ],
+        index=frame.index,
+    )
+
+
+def frames(records: Iterable[RunRecord]) -> dict[str, pd.DataFrame]:
+    """One frame per shared setting, named `<model>_<suite>` (+ a setting hash where two would collide)."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault(config_key(base_setting(r.setting())), []).append(r)
+    out: dict[str, pd.DataFrame] = {}
+    for key, runs in sorted(groups.items()):
+        if all(r.is_baseline for r in runs):
+            continue  # a baseline alone is no trade-off
+        frame = pd.DataFrame(
+            [_row(r) for r in sorted(runs, key=lambda r: (r.method.target, r.dropped, r.key))]
+        )
+        timed = frame["speedup"].notna()
+        frame["pareto"] = False
+        frame.loc[timed, "pareto"] = pareto_mask(frame[timed])
+        name = f"{runs[0].model}_{runs[0].eval.suite}"
+        out[f"{name}_{key[:6]}" if name in out or any(k.startswith(name) for k in out) else name] = frame
+    return out
+
+
+def speed_accuracy(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """The plot: every timed point with both intervals, the Pareto front joined and labelled."""
+    shown = frame[frame["speedup"].notna()]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for healed, part in shown.groupby("healed"):
+        xerr = [
+            (part.speedup - part["speedup low"]).fillna(0),
+            (part["speedup high"] - part.speedup).fillna(0),
+        ]
+        ax.errorbar(
+            part.speedup,
+            part.Avg,
+            xerr=xerr,
+            yerr=part["Avg stderr"].fillna(0),
+            fmt="s" if healed else "o",
+            capsize=2,
+            alpha=0.8,
+            label="healed (LoRA)" if healed else "not healed",
+        )
+    front = shown[shown["pareto"]].sort_values("speedup")
+    ax.plot(front.speedup, front.Avg, "k--", lw=1, label="Pareto front")
+    for _, row in front.iterrows():
+        ax.annotate(
+            row["label"], (row.speedup, row.Avg), fontsize=6, xytext=(3, 3), textcoords="offset points"
+        )
+    ax.set(xlabel="measured generate speedup (x, 95% interval)", ylabel="Avg accuracy (%, ± stderr)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, stem, frame)
+
+
+def speed_accuracy_plots(records: Iterable[RunRecord], out_dir: Path) -> list[Path]:
+    """Every speed-accuracy plot the records allow: `pareto_<model>_<suite>.{png,pdf,csv}` in `out_dir`."""
+    paths = []
+    for name, frame in frames(records).items():
+        paths += speed_accuracy(frame, Path(out_dir) / f"pareto_{name}", f"speed vs accuracy: {name}")
+    return paths
+
+
+def healing_table(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per healed run: Avg of the same pruned model before and after healing, the paired difference.
+
+    Both evaluations are of one run on the same docs, so the difference's standard error is paired
+    (`metrics.paired_difference`); chance levels are the tasks' own (`chance` per task in the record).
+    """
+    rows = []
+    for r in records:
+        info = r.extra.get("heal")
+        if not info:
+            continue
+        delta, se, _ = paired_difference(info["eval_before"], r.eval)
+        chance = {t: v.chance for t, v in r.eval.tasks.items() if v.chance is not None}
+        rows.append(
+            {
+                "key": r.key,
+                "method": method_label(r),
+                "Avg before": info["eval_before"]["avg"],
+                "Avg healed": r.eval.avg,
+                "delta": delta,
+                "paired SE": se,
+                "NLL before": info["loss_before"],
+                "NLL healed": info["loss_after"],
+                "rank": info["rank"],
+                "steps": info["steps"],
+                "heal s": info.get("wall_s"),
+                "chance": ", ".join(f"{t} {c:g}" for t, c in sorted(chance.items())),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["method"], ignore_index=True) if rows else pd.DataFrame(rows)
