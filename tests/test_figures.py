@@ -103,7 +103,20 @@ def test_another_eval_limit_is_another_figure_with_its_own_baseline():
     assert len(sets) == 2 and sets[0].name != sets[1].name
     by_run = {fs.runs[0].key: fs for fs in sets}
     assert by_run["full"].baseline.key == "base" and by_run["quick"].baseline is None
-    assert "setting" in by_run["quick"].title
+    assert by_run["full"].name == "smollm2-135m_embedded"  # the fields that differ name the other, no hash
+    assert by_run["quick"].name == "smollm2-135m_embedded_eval.limit-20"
+    assert "limit 20" in by_run["quick"].title
+
+
+def test_figure_titles_name_the_model_dtype_eval_setting_and_timing_job():
+    speed = {"batch_size": 4, "prompt_len": 128, "new_tokens": 16, "dtype": "bfloat16", "repeats": 12}
+    config = {"model": {"dtype": "bfloat16"}, "speed": speed}
+    run = record("attn", 8, 45.0, key="r", config=config)
+    run.versions = {"device": "cpu"}
+    (fs,) = plots.figure_sets([run])
+    assert fs.title == (
+        "smollm2-135m bfloat16, eval embedded\ntiming: cpu bfloat16, B=4 x (128 + 16) tokens, 12 repeats"
+    )
 
 
 def test_speed_bars_draw_each_interval_and_the_csv_keeps_it(tmp_path):
@@ -209,3 +222,70 @@ def test_one_shot_vs_iterative_csv_pairs_each_iterative_run_with_its_one_shot_ru
     )
     assert delta == pytest.approx(0.0) and se > 0  # one doc lost, one gained: no net change, a real spread
     assert data[data.key != "it"][["Δ vs one-shot", "Δ vs one-shot paired SE"]].isna().all().all()
+
+
+@pytest.fixture
+def axes(monkeypatch):
+    """The axes of every figure saved, by file stem, kept open for the test to read what was drawn."""
+    kept, save = {}, plots.save_figure
+
+    def keep(fig, stem, data):
+        kept[stem.name] = fig.axes[0]
+        return save(fig, stem, data)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return kept
+
+
+def _with_chance(rec, chance: float):
+    rec.eval.tasks["wm_cloze"].chance = chance
+    return rec
+
+
+def test_drop_curves_colour_and_offset_each_targets_bars_and_draw_the_suites_chance(tmp_path, axes):
+    base = with_docs(record("none", 0, 0.0, experiment=None, key="base"), [1, 1, 0, 0, 1, 0])
+    attn = with_docs(record("attn", 4, 0.0, key="a4"), [1, 0, 0, 1, 1, 0])
+    mlp = with_docs(record("mlp", 4, 0.0, key="m4"), [1, 0, 0, 0, 1, 0])
+    for r in (base, attn, mlp):
+        _with_chance(r, 25.0)
+    (fs,) = plots.figure_sets([base, attn, mlp])
+    plots.drop_curves(fs, tmp_path / "curves")
+    ax = axes["curves"]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert list(lines["chance (25.0)"].get_ydata()) == [25.0, 25.0]
+    assert lines["attn"].get_xydata().tolist() == [[-0.06, 50.0], [3.94, 50.0]]  # offset left of n
+    assert lines["mlp"].get_xydata().tolist() == [[0.06, 50.0], [4.06, pytest.approx(100 / 3)]]
+    bars = {c.get_label(): c.lines[2][0] for c in ax.containers}
+    colours = [tuple(b.get_colors()[0]) for b in bars.values()]
+    assert len(bars) == 2 and colours[0] != colours[1]  # each target's bar in its own line's colour
+    assert tuple(lines["attn"].get_color()) in [c[:3] for c in colours]
+    assert pd.read_csv(tmp_path / "curves.csv")["chance Avg"].tolist() == [25.0] * 4
+
+
+def test_one_shot_vs_iterative_draws_the_paired_difference_to_the_one_shot_run(tmp_path, axes):
+    base = with_docs(record("none", 0, 0.0, experiment=None, key="base"), [1, 1, 0, 0, 1, 0])
+    one_shot = with_docs(record("attn", 4, 0.0, key="os"), [1, 1, 0, 1, 1, 0])
+    iterative = with_docs(record("attn", 4, 0.0, key="it", mode="iterative"), [1, 0, 0, 0, 1, 1])
+    (fs,) = plots.figure_sets([base, one_shot, iterative], swept=("mode",))
+    delta, se, _ = paired_difference(one_shot.eval, iterative.eval)
+    plots.one_shot_vs_iterative(fs, tmp_path / "both")
+    ax = axes["both"]
+    (curve,) = [line for line in ax.lines if line.get_label() == "attn"]  # one line: iterative - one-shot
+    assert curve.get_xydata().tolist() == [[4.0, pytest.approx(delta)]] and delta < 0
+    ((bar,),) = [c.lines[2][0].get_segments() for c in ax.containers]
+    assert bar.ravel().tolist() == pytest.approx([4.0, delta - se, 4.0, delta + se])
+
+
+def test_sdr_plot_uses_symlog_so_an_outlier_leaves_every_point_readable(tmp_path, axes):
+    runs = [record("none", 0, 50.0, key="base")]
+    for n, sdr, speedup in ((2, 26.6, 1.01), (4, 0.03, 1.05), (8, -0.09, 1.12)):
+        r = record("mlp", n, 45.0, key=f"m{n}", sdr={"value": sdr, "low": sdr - 0.01, "high": sdr + 0.01})
+        r.speed = Speed(speedup={"generate": Interval(speedup, speedup - 0.01, speedup + 0.01)})
+        runs.append(r)
+    (fs,) = plots.figure_sets(runs)
+    plots.sdr_vs_speedup(fs, tmp_path / "sdr")
+    ax = axes["sdr"]
+    assert ax.get_yscale() == "symlog" and ax.yaxis.get_transform().linthresh == pytest.approx(0.03)
+    (points,) = [c.lines[0] for c in ax.containers]
+    assert points.get_xydata().ravel().tolist() == pytest.approx([1.01, 26.6, 1.05, 0.03, 1.12, -0.09])
+    assert sorted(t.get_text() for t in ax.texts) == ["MLP-2", "MLP-4", "MLP-8"]

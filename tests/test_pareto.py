@@ -88,3 +88,46 @@ def test_main_writes_the_plot_and_a_paired_healing_table_from_the_store(tmp_path
     assert table["delta"][0] == pytest.approx(25.0)
     # paired: per-doc differences (0, 100, 0, 0) points, sample variance 2500, SE = sqrt(2500 / 4)
     assert table["paired SE"][0] == pytest.approx(25.0)
+
+
+def test_every_point_is_labelled_and_ablations_are_drawn_apart_off_the_front(tmp_path, monkeypatch):
+    records = [
+        _rec("none", 0, 60.0, 1.0),
+        _rec("attn", 4, 59.0, 1.05),
+        _rec("attn", 4, 59.9, 1.2, remove_residual=True),  # would dominate Attn-4 if it joined the front
+        _rec("attn", 8, 58.0, 1.1),
+    ]
+    records[2].criterion = "cosine"
+    random = _rec("attn", 8, 59.5, 1.3)
+    random.criterion = "random"
+    records.append(random)
+    axes = {}
+    monkeypatch.setattr(pareto, "save_figure", lambda fig, stem, data: [axes.setdefault("ax", fig.axes[0])])
+    ((name, frame),) = pareto.frames(records).items()
+    assert frame.set_index("label").ablation.fillna("").to_dict() == {
+        "Baseline": "",
+        "Attn-4": "",
+        "Attn-4 no-residual": "no-residual",
+        "Attn-8": "",
+        "Attn-8 [random]": "random",
+    }
+    assert set(frame[frame.pareto].label) == {"Baseline", "Attn-4", "Attn-8"}
+    pareto.speed_accuracy(frame, tmp_path / "p", frame.attrs["title"])
+    ax = axes["ax"]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(frame.label)  # every point, the baseline too
+    drawn = {c.get_label(): c.lines[0].get_xydata().tolist() for c in ax.containers}
+    assert drawn["ablation (criterion or no-residual; off the front)"] == [[1.2, 59.9], [1.3, 59.5]]
+    assert drawn["baseline (unpruned)"] == [[1.0, 60.0]]
+    (front,) = [line for line in ax.lines if line.get_label().startswith("Pareto front")]
+    assert front.get_xydata().tolist() == [[1.0, 60.0], [1.05, 59.0], [1.1, 58.0]]
+    assert "speed vs accuracy: smollm2-135m, eval embedded" in frame.attrs["title"]
+
+
+def test_plots_of_one_model_and_suite_are_named_by_the_field_that_differs_not_a_hash():
+    a = [_rec("none", 0, 60.0, 1.0), _rec("attn", 4, 59.0, 1.05)]
+    other = _rec("attn", 8, 55.0, 1.1)
+    other.config = {"eval": {"limit": 50}}
+    assert sorted(pareto.frames([*a, other])) == [
+        "smollm2-135m_embedded",
+        "smollm2-135m_embedded_eval.limit-50",
+    ]

@@ -93,3 +93,30 @@ def setting_words(setting: dict[str, Any], varying: set[str]) -> list[str]:
         elif values["enabled"]:
             words.append(field)
     return words + ([setting["mode"]] if setting.get("mode", "one_shot") != "one_shot" else [])
+
+
+def timing_job(setting: dict[str, Any]) -> str:
+    """The speed job a figure's speedups come from, e.g. `timing: cpu bfloat16, B=4 x (128 + 16) tokens,
+    12 repeats`: a speedup means nothing without the job it was measured on."""
+    if "speed.batch_size" not in setting:
+        return "speed not timed"
+    where = " ".join(str(setting[k]) for k in ("hardware", "speed.dtype") if k in setting)
+    return (
+        f"timing: {where}, B={setting['speed.batch_size']} x ({setting.get('speed.prompt_len')} + "
+        f"{setting.get('speed.new_tokens')}) tokens, {setting.get('speed.repeats')} repeats"
+    )
+
+
+def setting_caption(setting: dict[str, Any]) -> str:
+    """A figure's two-line caption: model and dtype, eval suite (and limit); then the timing job."""
+    model = " ".join(str(setting[k]) for k in ("model", "model.dtype") if k in setting)
+    limit = f" limit {setting['eval.limit']}" if "eval.limit" in setting else ""
+    return f"{model}, eval {setting.get('eval.suite')}{limit}\n{timing_job(setting)}"
+
+
+def difference_words(setting: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
+    """File-name-safe words for the fields where `setting` differs from one of `others` (`eval.limit-20`,
+    `model.dtype-float32`): what tells apart figures of one model, suite and method, instead of a bare hash.
+    Two different settings always get different words (each holds a field value the other lacks)."""
+    differ = [k for k, v in setting.items() if any(o.get(k) != v for o in others)]
+    return [re.sub(r"[^A-Za-z0-9.+-]+", "-", f"{k}-{setting[k]}") for k in differ]

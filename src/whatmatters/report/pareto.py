@@ -8,8 +8,10 @@ points, and each is spelled out in the label and the CSV. The unpruned baseline 
 
 Pareto front (stated rule): a point is on it when no other point has a speedup and an Avg at least as
 high, one of them strictly (medians and means, not intervals: the intervals are drawn so the reader sees
-which front points are distinguishable). Points whose speed was not measured (quantized without a
-kernel) are in the CSV, not on the plot.
+which front points are distinguishable). Ablations (another criterion, the residual removed: the
+`ablation` column) are drawn apart and never join the front, which is the paper's method and its
+extensions (budgets, healing) only. Every point is labelled. Points whose speed was not measured
+(quantized without a kernel) are in the CSV, not on the plot.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 
 from whatmatters.records.metrics import paired_difference
 from whatmatters.records.store import RunRecord, base_setting, config_key
-from whatmatters.report.labels import method_label, run_label
+from whatmatters.report.labels import difference_words, method_label, run_label, setting_caption, variant
 from whatmatters.report.plots import save_figure
 
 
@@ -38,6 +40,7 @@ def _row(r: RunRecord) -> dict:
         "mode": r.mode or ("none" if r.is_baseline else "one_shot"),
         "budget": str(extra["budget"]) if extra.get("budget") else None,
         "healed": bool(extra.get("heal", {}).get("enabled")),
+        "ablation": variant(r) or None,
         "speedup": generate.median if generate else None,
         "speedup low": generate.low if generate else None,
         "speedup high": generate.high if generate else None,
@@ -60,30 +63,50 @@ def pareto_mask(frame: pd.DataFrame) -> pd.Series:
 
 
 def frames(records: Iterable[RunRecord]) -> dict[str, pd.DataFrame]:
-    """One frame per shared setting, named `<model>_<suite>` (+ a setting hash where two would collide)."""
+    """One frame per shared setting, named `<model>_<suite>` (+ the fields that differ where two would
+    collide: `eval.limit-50`); `frame.attrs["title"]` names the setting, its timing job and experiments."""
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
         groups.setdefault(config_key(base_setting(r.setting())), []).append(r)
+    groups = {k: runs for k, runs in sorted(groups.items()) if not all(r.is_baseline for r in runs)}
+    settings = {k: base_setting(runs[0].setting()) for k, runs in groups.items()}
+    names = {k: f"{runs[0].model}_{runs[0].eval.suite}" for k, runs in groups.items()}
     out: dict[str, pd.DataFrame] = {}
-    for key, runs in sorted(groups.items()):
-        if all(r.is_baseline for r in runs):
-            continue  # a baseline alone is no trade-off
+    for key, runs in groups.items():
         frame = pd.DataFrame(
             [_row(r) for r in sorted(runs, key=lambda r: (r.method.target, r.dropped, r.key))]
         )
-        timed = frame["speedup"].notna()
+        main = frame["speedup"].notna() & frame["ablation"].isna()
         frame["pareto"] = False
-        frame.loc[timed, "pareto"] = pareto_mask(frame[timed])
-        name = f"{runs[0].model}_{runs[0].eval.suite}"
-        out[f"{name}_{key[:6]}" if name in out or any(k.startswith(name) for k in out) else name] = frame
+        frame.loc[main, "pareto"] = pareto_mask(frame[main])
+        same = [settings[k] for k in groups if k != key and names[k] == names[key]]
+        name = "_".join([names[key], *(difference_words(settings[key], same) if same else [])])
+        experiments = sorted({e for r in runs for e in r.experiments})
+        head, job = setting_caption(settings[key]).split("\n")
+        runs_of = ", ".join(experiments) or "no experiment"
+        frame.attrs["title"] = f"speed vs accuracy: {head}, runs of {runs_of}\n{job}"
+        out[name] = frame
     return out
 
 
 def speed_accuracy(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    """The plot: every timed point with both intervals, the Pareto front joined and labelled."""
+    """The plot: every timed point with both intervals and its label, the Pareto front of the main points
+    joined, the baseline a star, ablations grey crosses apart from the front."""
     shown = frame[frame["speedup"].notna()]
     fig, ax = plt.subplots(figsize=(7, 5))
-    for healed, part in shown.groupby("healed"):
+    groups = shown.assign(
+        kind=shown.ablation.notna().map({True: "ablation", False: ""})
+        + shown.target.eq("none").map({True: "baseline", False: ""})
+        + shown.healed.map({True: "healed (LoRA)", False: ""})
+    )
+    styles = {
+        "": ("o", None, "cosine drop"),
+        "baseline": ("*", "k", "baseline (unpruned)"),
+        "healed (LoRA)": ("s", None, "healed (LoRA)"),
+        "ablation": ("x", "grey", "ablation (criterion or no-residual; off the front)"),
+    }
+    for kind, part in groups.groupby("kind"):
+        marker, colour, label = styles.get(kind, ("x", "grey", kind))
         xerr = [
             (part.speedup - part["speedup low"]).fillna(0),
             (part["speedup high"] - part.speedup).fillna(0),
@@ -93,19 +116,20 @@ def speed_accuracy(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
             part.Avg,
             xerr=xerr,
             yerr=part["Avg stderr"].fillna(0),
-            fmt="s" if healed else "o",
+            fmt=marker,
+            color=colour,
             capsize=2,
             alpha=0.8,
-            label="healed (LoRA)" if healed else "not healed",
+            label=label,
         )
     front = shown[shown["pareto"]].sort_values("speedup")
-    ax.plot(front.speedup, front.Avg, "k--", lw=1, label="Pareto front")
-    for _, row in front.iterrows():
+    ax.plot(front.speedup, front.Avg, "k--", lw=1, label="Pareto front (main points)")
+    for _, row in shown.iterrows():
         ax.annotate(
             row["label"], (row.speedup, row.Avg), fontsize=6, xytext=(3, 3), textcoords="offset points"
         )
     ax.set(xlabel="measured generate speedup (x, 95% interval)", ylabel="Avg accuracy (%, ± stderr)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem, frame)
@@ -115,7 +139,7 @@ def speed_accuracy_plots(records: Iterable[RunRecord], out_dir: Path) -> list[Pa
     """Every speed-accuracy plot the records allow: `pareto_<model>_<suite>.{png,pdf,csv}` in `out_dir`."""
     paths = []
     for name, frame in frames(records).items():
-        paths += speed_accuracy(frame, Path(out_dir) / f"pareto_{name}", f"speed vs accuracy: {name}")
+        paths += speed_accuracy(frame, Path(out_dir) / f"pareto_{name}", frame.attrs["title"])
     return paths
 
 

@@ -21,7 +21,7 @@ from matplotlib.colors import LogNorm
 from whatmatters.files import atomic_write_text
 from whatmatters.method.score_data import Scores
 from whatmatters.records.store import RunRecord, base_setting, config_key, without
-from whatmatters.report.labels import method_label, setting_words
+from whatmatters.report.labels import difference_words, method_label, setting_caption, setting_words
 from whatmatters.report.tables import avg_difference, unique_cells
 
 
@@ -93,8 +93,8 @@ def heatmap_runs(records: Iterable[RunRecord]) -> list[tuple[str, str, RunRecord
 class FigureSet:
     """The records of one figure: one setting (less its swept fields) and that setting's baseline."""
 
-    name: str  # file-name stem part: model, suite, variant, and a setting hash where names would collide
-    title: str
+    name: str  # file-name stem: model, suite, variant, and the differing fields where names would collide
+    title: str  # two lines: model, dtype, eval setting, variant; the timing job
     setting: dict[str, Any]
     runs: list[RunRecord]
     baseline: RunRecord | None
@@ -118,13 +118,16 @@ def figure_sets(records: Iterable[RunRecord], swept: tuple[str, ...] = ()) -> li
         unique_cells(bases, method_label, what)
         unique_cells(runs, lambda r: (method_label(r), *(r.setting().get(s) for s in swept)), what)
         name = "_".join([runs[0].model, runs[0].eval.suite, *setting_words(setting, varying)])
-        title = " ".join([f"{runs[0].model} ({runs[0].eval.suite} suite)", *setting_words(setting, varying)])
-        sets.append(FigureSet(name, title, setting, runs, bases[0] if bases else None))
+        sets.append(FigureSet(name, "", setting, runs, bases[0] if bases else None))
     names = [s.name for s in sets]
-    for s in sets:  # same model, suite and variant but another setting (limit, data, dtype...): say which
-        if names.count(s.name) > 1:
-            s.name += f"_{config_key(s.setting)[:6]}"
-            s.title += f" [setting {config_key(s.setting)[:6]}]"
+    for s, name in zip(sets, names, strict=True):  # one name, two settings (limit, data, dtype): say which
+        words = setting_words(s.setting, varying)
+        if names.count(name) > 1:
+            same = [t.setting for t, other in zip(sets, names, strict=True) if t is not s and other == name]
+            words += difference_words(s.setting, same)
+            s.name = "_".join([s.runs[0].model, s.runs[0].eval.suite, *words])
+        head, job = setting_caption(s.setting).split("\n")
+        s.title = "\n".join([" ".join([head, *words]), job])
     return sorted(sets, key=lambda s: s.name)
 
 
@@ -158,9 +161,17 @@ def points(fs: FigureSet) -> pd.DataFrame:
                 "SDR low": r.sdr.low if r.sdr else None,
                 "SDR high": r.sdr.high if r.sdr else None,
                 "SDR undefined": r.sdr.reason if r.sdr and r.sdr.value is None else None,
+                "chance Avg": chance_avg(r),
             }
         )
     return pd.DataFrame(rows)
+
+
+def chance_avg(record: RunRecord) -> float | None:
+    """The Avg a model guessing at random would score: the mean of its tasks' chance levels (None where a
+    task records none, e.g. a perplexity task)."""
+    chances = [t.chance for t in record.eval.tasks.values()]
+    return None if not chances or None in chances else sum(chances) / len(chances)
 
 
 def save_figure(fig: plt.Figure, stem: Path, data: pd.DataFrame) -> list[Path]:
@@ -184,29 +195,44 @@ def _curves(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(curves, ignore_index=True).sort_values(["target", "mode", "n"], ignore_index=True)
 
 
-def _lines(frame: pd.DataFrame, stem: Path, title: str, style: str | None) -> list[Path]:
+def _draw_curves(ax: plt.Axes, frame: pd.DataFrame, y: str, err: str) -> None:
+    """One line per (target, mode), each target in its colour, iterative dashed, and each point's error bar
+    in its line's colour. Targets are offset a little along x so bars at one n sit side by side."""
+    targets = sorted(frame.target.unique())
+    colours = dict(zip(targets, sns.color_palette(n_colors=len(targets)), strict=True))
+    dodge = {t: 0.12 * (i - (len(targets) - 1) / 2) for i, t in enumerate(targets)}
+    modes = frame["mode"].nunique()
+    for (target, mode), part in frame.groupby(["target", "mode"], sort=True):
+        x = part.n + dodge[target]
+        label = f"{target} {mode}" if modes > 1 else target
+        style = "--" if mode == "iterative" else "-"
+        ax.plot(x, part[y], marker="o", ls=style, color=colours[target], label=label)
+        bars = part[y].notna() & part[err].notna()
+        colour = colours[target]
+        ax.errorbar(x[bars], part[y][bars], yerr=part[err][bars], fmt="none", ecolor=colour, capsize=2)
+
+
+def drop_curves(fs: FigureSet, stem: Path) -> list[Path]:
+    """Average accuracy vs number dropped, one line per target: the paper's drop curves. A point's bar is the
+    paired SE of its difference to the baseline (the Avg's own stderr, ~3 points on a sample suite, would hide
+    what the paired comparison resolves); the dotted line is the suite's chance Avg."""
+    frame = _curves(points(fs))
     fig, ax = plt.subplots(figsize=(6, 4))
-    # estimator=None: each cell is one record (figure_sets guarantees it), drawn as is, never averaged.
-    sns.lineplot(frame, x="n", y="Avg", hue="target", style=style, marker="o", estimator=None, ax=ax)
-    # A point's bar is the paired SE of its difference to the baseline (the Avg's own stderr, ~3 points on a
-    # sample suite, would hide what the paired comparison resolves); the baseline has none.
-    paired = frame[frame["ΔAvg paired SE"].notna()]
-    ax.errorbar(paired.n, paired.Avg, yerr=paired["ΔAvg paired SE"], fmt="none", ecolor="grey", capsize=2)
+    _draw_curves(ax, frame, "Avg", "ΔAvg paired SE")
+    chance = frame["chance Avg"].dropna().unique()
+    if len(chance) == 1:  # one suite, one chance level (several would mean mixed suites: draw none)
+        ax.axhline(chance[0], color="grey", ls=":", lw=1, label=f"chance ({chance[0]:.1f})")
     ax.set(xlabel="modules dropped", ylabel="average accuracy (%), bars: paired SE vs baseline")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(fs.title, fontsize=8)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem, frame)
 
 
-def drop_curves(fs: FigureSet, stem: Path) -> list[Path]:
-    """Average accuracy vs number dropped, one line per target: the paper's drop curves."""
-    return _lines(_curves(points(fs)), stem, fs.title, style=None)
-
-
 def one_shot_vs_iterative(fs: FigureSet, stem: Path) -> list[Path]:
-    """Average accuracy vs number dropped, one-shot (solid) vs iterative (dashed), per target. The CSV adds,
-    on each iterative row, its difference to the one-shot run of the same target and n on the same docs,
-    with the paired SE: the comparison the figure is for."""
+    """Iterative minus one-shot Avg vs number dropped, per target: each iterative run against the one-shot
+    run of the same target and n on the same docs, with the paired SE (0 where both chose one plan). The CSV
+    keeps every run's Avg beside its `Δ vs one-shot`."""
     one_shot = {(r.method.target, r.dropped): r for r in fs.runs if r.mode != "iterative"}
     versus = {
         r.key: avg_difference(one_shot[(r.method.target, r.dropped)], r)
@@ -216,7 +242,14 @@ def one_shot_vs_iterative(fs: FigureSet, stem: Path) -> list[Path]:
     frame = _curves(points(fs))
     pairs = [versus.get(key, (None, None)) for key in frame.key]  # one-shot and baseline rows: none
     frame["Δ vs one-shot"], frame["Δ vs one-shot paired SE"] = zip(*pairs, strict=True)
-    return _lines(frame, stem, fs.title, style="mode")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _draw_curves(ax, frame[frame["Δ vs one-shot"].notna()], "Δ vs one-shot", "Δ vs one-shot paired SE")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set(xlabel="modules dropped", ylabel="iterative - one-shot Avg (points, ± paired SE)")
+    ax.set_title(fs.title, fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, stem, frame)
 
 
 def speed_bars(fs: FigureSet, stem: Path) -> list[Path]:
@@ -241,7 +274,7 @@ def speed_bars(fs: FigureSet, stem: Path) -> list[Path]:
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xticks(list(x), frame.method, rotation=45, ha="right")
     ax.set(ylabel="x original")
-    ax.set_title(fs.title, fontsize=9)
+    ax.set_title(fs.title, fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem, frame)
@@ -249,7 +282,9 @@ def speed_bars(fs: FigureSet, stem: Path) -> list[Path]:
 
 def sdr_vs_speedup(fs: FigureSet, stem: Path) -> list[Path]:
     """SDR against speedup, with intervals: lower SDR = less accuracy lost per point of speedup. Runs
-    whose SDR is undefined are in the CSV with the reason, not on the plot."""
+    whose SDR is undefined are in the CSV with the reason, not on the plot. The y axis is symlog (linear
+    within the smallest |SDR| drawn): one run near 1x can reach SDR 20+ and would flatten every other point
+    on a linear axis. Each point is labelled with its method."""
     frame = points(fs)
     frame = frame[frame.target != "none"].reset_index(drop=True)
     shown = frame.dropna(subset=["SDR", "speedup"])
@@ -263,9 +298,13 @@ def sdr_vs_speedup(fs: FigureSet, stem: Path) -> list[Path]:
         ax.errorbar(
             part.speedup, part.SDR, xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=f"{target} {mode}"
         )
+    for _, row in shown.iterrows():
+        ax.annotate(row.method, (row.speedup, row.SDR), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if (size := shown.SDR.abs()[shown.SDR != 0]).any():
+        ax.set_yscale("symlog", linthresh=float(size.min()))
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set(xlabel="speedup (x)", ylabel="SDR (points lost per point of speedup)")
-    ax.set_title(fs.title, fontsize=9)
+    ax.set(xlabel="speedup (x)", ylabel="SDR (points lost per point of speedup, symlog)")
+    ax.set_title(fs.title, fontsize=8)
     if len(shown):
         ax.legend(fontsize=8)
     fig.tight_layout()
