@@ -105,8 +105,12 @@ quant-scores: $(STAMP)  ## Do scores survive quantization? MODEL scored full pre
 	$(PY) experiments/quant_scores.py model=$(MODEL) quant=int4
 	$(PY) experiments/quant_scores.py model=$(MODEL) quant=int8
 
-figures: $(STAMP)  ## Every figure from the results store, no model run (experiments/figures.py)
+figures: $(STAMP)  ## Every table and figure from the results store + committed records, no model run (experiments/figures.py)
 	$(PY) experiments/figures.py
+
+.PHONY: promote
+promote: $(STAMP)  ## Copy the records behind figures/*.csv from results/ into results_committed/v1/ (commit them with the figures)
+	$(PY) experiments/promote.py
 
 .PHONY: reproduce-figures
 reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot and iterative (experiment=figures), then every figure

@@ -1,24 +1,46 @@
-"""The figure apps (experiments/figures.py, pareto.py, training.py, heatmap.py): figures from the results
-store or from saved scores, never from a model run. Each writes PNG + PDF + the CSV of what it draws."""
+"""The figure apps (experiments/figures.py): figures and tables from the results store and the committed
+records (records.committed), or figures from saved scores, never from a model run. Each figure writes PNG +
+PDF + the CSV of what it draws."""
 
 from __future__ import annotations
 
 import glob
+import re
+import warnings
 from pathlib import Path
 
 from whatmatters.files import atomic_write_text
 from whatmatters.method.score_data import Scores
-from whatmatters.records.store import ResultsStore, RunRecord
+from whatmatters.paper import TABLES
+from whatmatters.records.committed import all_records
+from whatmatters.records.store import RunRecord
 from whatmatters.report import pareto, plots
+from whatmatters.report.table_files import write_experiment_table
+from whatmatters.report.tables import TableError
+
+# The files under figures/ that `everything` writes from records (table4 and the notebooks' and scores'
+# figures come from elsewhere): what the committed records must regenerate.
+FROM_RECORDS = re.compile(r"(table\d+|drop_curves|speed|sdr|one_shot_vs_iterative|pareto|healing|heatmap)_")
 
 
-def figures(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Every figure the records allow, one set per setting (model, suite, eval limit and protocol, data,
+def figures(
+    results_dir: str | Path, out_dir: str | Path, committed_dir: str | Path | None = None
+) -> list[Path]:
+    """Every figure the records allow (`figure_files`); SystemExit when there is none."""
+    written = figure_files(all_records(results_dir, committed_dir), Path(out_dir))
+    if not written:
+        raise SystemExit(
+            f"No readable records under {results_dir} or {committed_dir}: run experiments/run.py "
+            "(or make reproduce-figures)"
+        )
+    return written
+
+
+def figure_files(records: list[RunRecord], out: Path) -> list[Path]:
+    """Every figure of `records`, one set per setting (model, suite, eval limit and protocol, data,
     dtype, seed, quantization, speed job, criterion, residual ablation, mode): drop curves, speedup / KV
     bars, SDR vs speedup; one-shot vs iterative where both modes ran; an importance heatmap per scoring
     setting, titled with the run it draws. Each CSV lists the record key of every point."""
-    out = Path(out_dir)
-    records = list(ResultsStore(results_dir).records())
     written = [
         plots.importance_heatmap(r.scores, out / f"{stem}.png", title, criterion=r.criterion)
         for stem, title, r in plots.heatmap_runs(records)
@@ -30,17 +52,18 @@ def figures(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
     for fs in plots.figure_sets(records, swept=("mode",)):
         if len({r.mode for r in fs.runs}) > 1:
             written += plots.one_shot_vs_iterative(fs, out / f"one_shot_vs_iterative_{fs.name}")
-    if not written:
-        raise SystemExit(
-            f"No readable records under {results_dir}: run experiments/run.py (or make reproduce-figures)"
-        )
     return written
 
 
-def speed_accuracy(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """The speed-accuracy plots and the healing tables (`healing_<model>_<suite>.{md,csv}`) of a store."""
-    records = list(ResultsStore(results_dir).records())
-    out = Path(out_dir)
+def speed_accuracy(
+    results_dir: str | Path, out_dir: str | Path, committed_dir: str | Path | None = None
+) -> list[Path]:
+    """The speed-accuracy plots and the healing tables of the store and the committed records."""
+    return speed_accuracy_files(all_records(results_dir, committed_dir), Path(out_dir))
+
+
+def speed_accuracy_files(records: list[RunRecord], out: Path) -> list[Path]:
+    """The speed-accuracy plots and the healing tables (`healing_<model>_<suite>.{md,csv}`) of `records`."""
     paths = pareto.speed_accuracy_plots(records, out)
     by_suite: dict[str, list[RunRecord]] = {}
     for r in records:
@@ -54,6 +77,42 @@ def speed_accuracy(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
         atomic_write_text(stem.with_suffix(".md"), table.to_markdown(index=False, floatfmt=".3g") + "\n")
         paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
     return paths
+
+
+def table_files(records: list[RunRecord], out: Path) -> list[Path]:
+    """Every paper table `records` hold (`figures/<table>_<model>_<suite>.{md,csv,tex}` and its `_paired`
+    table), each written as `make reproduce-tableN` writes it (no `where` filter)."""
+    cells = sorted({(e, r.model, r.eval.suite) for r in records for e in r.experiments if e in TABLES})
+    written = []
+    for table, model, suite in cells:
+        try:
+            written.append(write_experiment_table(records, table, model, suite, {}, out))
+        except TableError as err:  # records of two settings: the table app's where= picks one; draw the rest
+            warnings.warn(
+                f"{table} not written: {err}. Fix: python experiments/table.py table={table} "
+                f"model={model} eval={suite} 'where={{FIELD:VALUE}}'",
+                stacklevel=2,
+            )
+    return written
+
+
+def tables(
+    results_dir: str | Path, out_dir: str | Path, committed_dir: str | Path | None = None
+) -> list[Path]:
+    """Every paper table of the store and the committed records (`table_files`)."""
+    return table_files(all_records(results_dir, committed_dir), Path(out_dir))
+
+
+def everything(
+    results_dir: str | Path, out_dir: str | Path, committed_dir: str | Path | None = None
+) -> list[Path]:
+    """What `make figures` writes: every table, figure, speed-accuracy plot and healing table the local store
+    and the committed records allow (CI regenerates the committed ones from the committed records alone)."""
+    records, out = all_records(results_dir, committed_dir), Path(out_dir)
+    written = table_files(records, out) + figure_files(records, out) + speed_accuracy_files(records, out)
+    if not written:
+        raise SystemExit(f"No readable records under {results_dir} or {committed_dir}: nothing to draw")
+    return written
 
 
 def _scores_files(pattern: str) -> list[Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from whatmatters.records.store import ResultsStore
+from whatmatters.records.committed import all_records
 from whatmatters.report.table_files import where_filters, write_experiment_table
 from whatmatters.report.tables import TableError
 
@@ -16,7 +16,7 @@ def table(cfg: DictConfig) -> Path:
     The records of a table must share one setting; if not, the error lists the fields that differ."""
     if not isinstance(cfg.eval.suite, str):
         raise SystemExit(f"eval.suite={cfg.eval.suite} is not valid: one suite name. Fix: eval=paper_table2")
-    records = ResultsStore(cfg.results_dir).records()
+    records = all_records(cfg.results_dir, cfg.committed_dir)
     try:
         where = where_filters(OmegaConf.to_container(cfg.where) if cfg.where is not None else None)
         return write_experiment_table(

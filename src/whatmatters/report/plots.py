@@ -51,7 +51,7 @@ def importance_heatmap(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
+    savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -174,12 +174,18 @@ def chance_avg(record: RunRecord) -> float | None:
     return None if not chances or None in chances else sum(chances) / len(chances)
 
 
+def savefig(fig: plt.Figure, path: Path) -> None:
+    """Save byte-reproducibly: the same records give the same file (CI diffs the committed figures), so a
+    PDF carries no creation date (PNG has none)."""
+    fig.savefig(path, dpi=150, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
+
+
 def save_figure(fig: plt.Figure, stem: Path, data: pd.DataFrame) -> list[Path]:
     """Every figure's files: PNG, PDF and the CSV of exactly the numbers drawn, with each point's key."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        savefig(fig, path)
     plt.close(fig)
     atomic_write_text(stem.with_suffix(".csv"), data.to_csv(index=False))
     return [*paths, stem.with_suffix(".csv")]
