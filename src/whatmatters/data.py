@@ -65,6 +65,12 @@ def calibration_ids(
     return _chunks(tokenizer, docs, n, seq_len)
 
 
+def heldout_ids(tokenizer: PreTrainedTokenizerBase, n: int, seq_len: int) -> torch.Tensor:
+    """n chunks of seq_len tokens of the held-out Wikipedia pages (`wiki_pages`: no calibration source shares
+    a document with them), built like calibration chunks: what fidelity to the original is measured on."""
+    return _chunks(tokenizer, (text for _, text in wiki_pages()), n, seq_len)
+
+
 def _chunks(tokenizer: PreTrainedTokenizerBase, docs: Iterable[str], n: int, seq_len: int) -> torch.Tensor:
     """The first n consecutive seq_len-token chunks of the documents joined by EOS."""
     eos = tokenizer.eos_token_id

@@ -50,6 +50,10 @@ TASKS = {
         TaskSpec("gsm8k", 5, "exact_match", "strict-match"),
         TaskSpec("hellaswag", 10, "acc_norm"),
         TaskSpec("arc_challenge", 25, "acc_norm"),
+        # The signal suite's candidates (conf/eval/signal.yaml): 0-shot, lm-eval's default metric.
+        TaskSpec("arc_easy", 0, "acc_norm"),
+        TaskSpec("sciq", 0, "acc_norm"),
+        TaskSpec("lambada_openai", 0, "acc"),
     )
 }
 SUITES = {
@@ -77,6 +81,8 @@ SUITES = {
     ),
     "paper_table2": ("hellaswag", "mmlu", "openbookqa", "winogrande"),
     "paper_table11": ("arc_challenge", "hellaswag", "openbookqa", "winogrande"),
+    # Candidates for the signal suite, before the baseline chose among them (conf/eval/signal.yaml).
+    "signal_candidates": ("hellaswag", "piqa", "arc_easy", "sciq", "lambada_openai"),
 }
 # The sampled protocols of conf/eval/*_sample.yaml have suite names of their own, so that a table never
 # mixes their records with a full run's.

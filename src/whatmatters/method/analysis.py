@@ -220,12 +220,40 @@ def logits(model: nn.Module, input_ids: Tensor) -> Tensor:
     return model(input_ids=input_ids.to(_device(model)), use_cache=False).logits.float().cpu()
 
 
-def next_token_divergence(reference: Tensor, other: Tensor) -> tuple[float, float]:
-    """Mean KL(P_reference || P_other) in nats over all positions, and the share with the same top-1 token."""
+def token_divergence(reference: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
+    """Per position: KL(P_reference || P_other) in nats, and whether the top-1 tokens agree; (B, T) each."""
     p, q = F.log_softmax(reference.float(), dim=-1), F.log_softmax(other.float(), dim=-1)
     kl = F.kl_div(q, p, log_target=True, reduction="none").sum(-1)
-    agree = reference.argmax(-1) == other.argmax(-1)
+    return kl, reference.argmax(-1) == other.argmax(-1)
+
+
+def next_token_divergence(reference: Tensor, other: Tensor) -> tuple[float, float]:
+    """Mean KL(P_reference || P_other) in nats over all positions, and the share with the same top-1 token."""
+    kl, agree = token_divergence(reference, other)
     return kl.mean().item(), agree.float().mean().item()
+
+
+@torch.no_grad()
+def fidelity(
+    original: nn.Module, pruned: nn.Module, input_ids: Tensor, batch_size: int = 8
+) -> dict[str, list[float]]:
+    """How closely `pruned` follows `original` on held-out text, per sequence (the unit a paired interval
+    resamples): each model's summed next-token NLL, the tokens predicted, the mean KL(original || pruned)
+    over positions and the share of positions whose top-1 token agrees. One forward pass of each model."""
+    _check_ids(input_ids)
+    out: dict[str, list[float]] = {"nll": [], "nll_original": [], "tokens": [], "kl": [], "top1": []}
+    for batch in input_ids.split(batch_size):
+        reference = logits(original, batch)[:, :-1]  # (B, T-1, V): the last position predicts nothing here
+        other = reference if pruned is original else logits(pruned, batch)[:, :-1]
+        targets = batch[:, 1:]
+        for key, values in (("nll_original", reference), ("nll", other)):
+            nll = F.cross_entropy(values.flatten(0, 1), targets.flatten(), reduction="none")
+            out[key] += nll.view(targets.shape).double().sum(1).tolist()
+        kl, agree = token_divergence(reference, other)
+        out["tokens"] += [float(targets.shape[1])] * len(batch)
+        out["kl"] += kl.double().mean(1).tolist()
+        out["top1"] += agree.double().mean(1).tolist()
+    return out
 
 
 @torch.no_grad()

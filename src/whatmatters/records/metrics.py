@@ -70,6 +70,73 @@ def median_interval(values: Sequence[float], seed: int = 0) -> Estimate:
     return Estimate(median, float(ci.low), float(ci.high), tuple(values))
 
 
+def _bootstrap(data: tuple[np.ndarray, ...], statistic: Any, seed: int) -> dict[str, float]:
+    """`statistic` of paired per-sequence arrays with a seeded percentile-bootstrap 95% interval: sequences
+    are resampled as units, the same ones for every array (scipy.stats.bootstrap, paired)."""
+    value = float(statistic(*data, axis=-1))
+    if len(data[0]) < 2 or all(np.ptp(d) == 0 for d in data):
+        return {"value": value, "low": value, "high": value}
+    result = stats.bootstrap(
+        data,
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=LEVEL,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    ci = result.confidence_interval
+    return {"value": value, "low": float(ci.low), "high": float(ci.high)}
+
+
+def _perplexity(nll: np.ndarray, tokens: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.exp(nll.sum(axis) / tokens.sum(axis))
+
+
+def _perplexity_delta(nll: np.ndarray, base: np.ndarray, tokens: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _perplexity(nll, tokens, axis) - _perplexity(base, tokens, axis)
+
+
+def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    return values.mean(axis)
+
+
+FIDELITY_KEYS = ("nll", "nll_original", "tokens", "kl", "top1")
+
+
+def fidelity_summary(per_seq: Mapping[str, Sequence[float]], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Perplexity of the pruned and of the original model, their paired difference, the mean next-token
+    KL(original || pruned) in nats and the top-1 agreement (percent), each with its 95% interval over
+    held-out sequences (`analysis.fidelity` measures them per sequence)."""
+    nll, base, tokens, kl, top1 = (np.asarray(per_seq[k], dtype=float) for k in FIDELITY_KEYS)
+    return {
+        "ppl": _bootstrap((nll, tokens), _perplexity, seed),
+        "ppl_original": _bootstrap((base, tokens), _perplexity, seed),
+        "ppl_delta": _bootstrap(
+            (nll, base, tokens),
+            lambda a, b, t, axis=-1: _perplexity(a, t, axis) - _perplexity(b, t, axis),
+            seed,
+        ),
+        "kl": _bootstrap((kl,), _mean, seed),
+        "top1": _bootstrap((100 * top1,), _mean, seed),
+    }
+
+
+def fidelity_difference(
+    a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]], key: str, seed: int = 0
+) -> dict[str, float]:
+    """Run `a` minus run `b` on one fidelity measure (`kl` or `top1`, per sequence), paired over the same
+    held-out sequences, with its 95% interval: how two cuts compare without any eval-doc noise."""
+    x, y = np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float)
+    if len(x) != len(y) or list(a["tokens"]) != list(b["tokens"]):
+        raise UnpairedError(
+            f"fidelity of different held-out sequences ({len(x)} vs {len(y)}): cannot pair them"
+        )
+    scale = 100.0 if key == "top1" else 1.0
+    return _bootstrap((scale * x, scale * y), lambda u, v, axis=-1: (u - v).mean(axis), seed)
+
+
 def paired_ratios(original: Sequence[float], pruned: Sequence[float]) -> list[float]:
     """time(original) / time(pruned) of each repeat pair (the i-th call of each, timed back to back)."""
     if len(original) != len(pruned):

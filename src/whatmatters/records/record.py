@@ -243,6 +243,9 @@ class RunRecord:
     scores: dict[str, list[float | None]] | None = None
     params: dict | None = None
     wall_s: float | None = None
+    # KL to the original, perplexity and top-1 agreement on held-out text: "per_seq" values (what a paired
+    # interval resamples) and their summary (`metrics.fidelity_summary`); None in records made before it.
+    fidelity: dict | None = None
     schema: int = SCHEMA
     extra: dict = field(default_factory=dict)
     # The file it was read from (never written): what an error about this record names.

