@@ -14,7 +14,7 @@ import pytest
 SRC = Path(__file__).parents[1] / "src" / "whatmatters"
 HEAVY = ("torch", "transformers", "lm_eval", "accelerate", "peft", "torchao")
 # Bottom to top: a module may import from its own layer and the layers below it only.
-LAYERS = ("", "records", "method", "eval", "measure", "report", "apps")
+LAYERS = ("", "records", "method", "eval", "measure", "export", "report", "apps")
 TORCH_FREE = ("records", "report")
 
 
