@@ -289,3 +289,11 @@ def test_sdr_plot_uses_symlog_so_an_outlier_leaves_every_point_readable(tmp_path
     (points,) = [c.lines[0] for c in ax.containers]
     assert points.get_xydata().ravel().tolist() == pytest.approx([1.01, 26.6, 1.05, 0.03, 1.12, -0.09])
     assert sorted(t.get_text() for t in ax.texts) == ["MLP-2", "MLP-4", "MLP-8"]
+
+
+def test_heatmaps_of_two_scoring_dtypes_are_named_by_the_dtype_not_a_hash():
+    config = {"model": {"dtype": "bfloat16"}}
+    bf16 = record("attn", 3, 48.0, key="bf", scores=SCORES, config=config)
+    fp32 = record("attn", 3, 48.0, key="fp", scores=SCORES, config={"model": {"dtype": "float32"}})
+    stems = sorted(stem for stem, _, _ in plots.heatmap_runs([bf16, fp32]))
+    assert stems == ["heatmap_smollm2-135m_model.dtype-bfloat16", "heatmap_smollm2-135m_model.dtype-float32"]
