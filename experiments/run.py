@@ -21,7 +21,8 @@ def main(cfg: DictConfig) -> None:
         print(run_app.dry_run(cfg))
         return
     record = run_app.run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    print(run_app.summary(record))
+    if record is not None:  # None: another worker holds this key
+        print(run_app.summary(record))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,18 @@ Every run is keyed by a hash of the config that determines its numbers. A finish
 so re-running a sweep costs seconds and a killed sweep resumes where it stopped. The unpruned
 baseline of a (model, eval suite, speed job) is one record of its own, computed once and reused
 by every run for its SDR; one-shot scores of a (model, data, criterion) are cached likewise.
+Many workers can share one store: a run claims its key first and skips a key another live worker holds;
+the baseline and the score cache are computed by one worker while the others wait (records.claims).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -37,7 +44,7 @@ from whatmatters.method.drop import DropResult
 from whatmatters.method.plans import Plan
 from whatmatters.method.scores import Scores
 from whatmatters.method.surgery import apply_plan
-from whatmatters.records import metrics
+from whatmatters.records import claims, metrics
 from whatmatters.records.store import ResultsStore, RunRecord
 from whatmatters.report.labels import run_name
 
@@ -70,6 +77,14 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
     key = run_keys.baseline_key(cfg)
     if (stored := store.get(key)) is not None:
         return stored
+    with store.hold(key):  # one worker measures it; the others wait, then read it
+        if (stored := store.get(key)) is not None:
+            return stored
+        return _measure_baseline(cfg, store, key, out_dir)
+
+
+def _measure_baseline(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRecord:
+    """Evaluate and time the unpruned model, and store its record under `key` (held by this worker)."""
     start = time.perf_counter()
     model, tokenizer = load_model(cfg)
     qspec = quant.QuantSpec.from_config(cfg)
@@ -103,13 +118,27 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
 
 
 def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores:
-    """Scores of the original model, computed once per (model, data, criterion) and reused."""
+    """Scores of the original model, computed once per (model, data, criterion) and reused; a corrupt cache
+    file is reported and recomputed (it is a cache: the scores are a pure function of its key)."""
     path = store.root / "scores" / f"{run_keys.scores_key(cfg)}.json"
-    if path.exists():
+    if (cached := _cached_scores(path)) is not None:
+        return cached
+    with claims.Claim.wait(path):  # one worker scores; the others wait, then read its file
+        if (cached := _cached_scores(path)) is not None:
+            return cached
+        scores = method_scores(cfg, model, ids)
+        scores.save(path)
+        return scores
+
+
+def _cached_scores(path: Path) -> Scores | None:
+    if not path.exists():
+        return None
+    try:
         return Scores.load(path)
-    scores = method_scores(cfg, model, ids)
-    scores.save(path)
-    return scores
+    except ValueError as err:
+        warnings.warn(f"Recomputing the score cache: {err}", stacklevel=2)
+        return None
 
 
 def _budget_drop(cfg: DictConfig, model, scores: Scores, job: Job) -> DropResult:
@@ -154,8 +183,11 @@ def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> Run
     """A finished run that another experiment's grid also holds (Attn-8 is in Tables 1 and 2) is tagged
     with that experiment too, so its table shows it without running it again."""
     if experiment and experiment not in record.experiments:
-        record.experiments.append(experiment)
-        store.put(record)
+        with store.hold(record.key):  # read-modify-write: a tag another worker adds is not lost
+            record = store.get(record.key) or record
+            if experiment not in record.experiments:
+                record.experiments.append(experiment)
+                store.put(record)
     return record
 
 
@@ -258,14 +290,55 @@ def _pruned_record(
     return record
 
 
-def run(cfg: DictConfig, out_dir: Path) -> RunRecord:
-    """One config of the grid, end to end; returns its record (the stored one if it already ran)."""
+class Terminated(SystemExit):
+    """SIGTERM arrived (scancel, a preemption, a node drain): the run stops, exit status 128 + 15."""
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` raised in the run, so claims are released and no write is left
+    half-done; the sweep's re-run resumes the key. A handler someone else set is kept: submitit ignores
+    SIGTERM and requeues the job on its own preemption signal (USR2), which exits through SystemExit too."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        print("[stop] SIGTERM: stopping this run; nothing of it is stored, a re-run resumes it", flush=True)
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
+    """One config of the grid, end to end; returns its record (the stored one if it already ran), or None
+    when another live worker is running the same key (the sweep moves on; its record lands in the store)."""
     cfg, _ = prepare(cfg)
     store = ResultsStore(cfg.results_dir)
     key = run_keys.run_key(cfg)
     if (stored := store.get(key)) is not None:
         print(f"[skip] {key} already in {store.root}")
         return _join(store, stored, cfg.experiment_name)
+    with _stop_on_sigterm():
+        claim = store.claim(key)
+        if claim is None:
+            print(f"[busy] {key} is being run by {claims.describe(claims.holder(store.path(key)))}: skipped")
+            return None
+        with claim:
+            if (stored := store.get(key)) is not None:  # finished between the check and the claim
+                return _join(store, stored, cfg.experiment_name)
+            print(f"[run] {key} claimed by {claims.describe(claim.owner)}", flush=True)
+            return _run(cfg, store, key, out_dir)
+
+
+def _run(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRecord:
+    """Baseline, prune, evaluate, time, store: the work of a claimed key."""
     base = baseline(cfg, store, out_dir)
     start = time.perf_counter()
     model, tokenizer, ids = load_with_data(cfg)

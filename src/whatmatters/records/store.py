@@ -1,12 +1,15 @@
 """The local results store: one typed JSON record (`run_record.RunRecord`) per finished run, by config key.
 
-A record is written atomically (temporary file + rename): a killed sweep leaves either a whole record or
-none, and re-running the sweep skips every key already stored. The record types are re-exported here, so
-`whatmatters.records.store` is the one import a writer or reader needs.
+A record is written atomically (temporary file + fsync + rename): a killed sweep leaves either a whole
+record or none, and re-running the sweep skips every key already stored. Many workers may share one store:
+a worker claims a key before computing it (`claim`, `hold`; records.claims says how a dead worker's claim
+is detected and taken over). The record types are re-exported here, so `whatmatters.records.store` is the
+one import a writer or reader needs.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import warnings
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from whatmatters.files import atomic_write_text
+from whatmatters.records.claims import Claim
 from whatmatters.records.record import (
     PHASES,
     READABLE_SCHEMAS,
@@ -42,6 +46,7 @@ __all__ = [
     "Method",
     "RecordError",
     "ResultsStore",
+    "StoreError",
     "RunRecord",
     "Sdr",
     "Speed",
@@ -98,6 +103,10 @@ def read_record(path: Path) -> RunRecord:
     return RunRecord.from_dict(data, source=path)
 
 
+class StoreError(OSError):
+    """A record could not be written (a full disk, a lost mount); nothing was written for it."""
+
+
 class ResultsStore:
     """A folder of `<key>.json` records: put, get by key, query by setting fields."""
 
@@ -121,8 +130,29 @@ class ResultsStore:
         if not isinstance(record, RunRecord):
             record = RunRecord.from_dict(record)
         path = self.path(record.key)
-        atomic_write_text(path, json.dumps(record.to_dict(), indent=1, default=str))
+        try:
+            atomic_write_text(path, json.dumps(record.to_dict(), indent=1, default=str))
+        except OSError as err:
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+            fix = (
+                f"free space on {self.root} (or set results_dir= to another disk)"
+                if full
+                else "check the disk and its mount"
+            )
+            raise StoreError(
+                err.errno,
+                f"{path}: results record not written ({err.strerror}); nothing half-written is left. "
+                f"Fix: {fix} and re-run the sweep: stored keys are skipped",
+            ) from err
         return path
+
+    def claim(self, key: str) -> Claim | None:
+        """Claim `key` before computing it; None while another live worker holds it (records.claims)."""
+        return Claim.take(self.path(key))
+
+    def hold(self, key: str) -> Claim:
+        """Claim `key`, waiting while another live worker holds it (for a shared input, like a baseline)."""
+        return Claim.wait(self.path(key))
 
     def records(self) -> Iterator[RunRecord]:
         """Every readable record, in file-name order; unreadable ones are skipped with a warning naming
