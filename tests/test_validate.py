@@ -105,16 +105,48 @@ APP = {"run": run_app.run, "drop": drop_app.drop, "score": score_app.score}
         ("score", ["angular=first"], r"angular='first' is not valid: one of \('mean', 'last_token'\)"),
         ("score", ["batch_size=0"], r"batch_size=0 is not valid: a whole number >= 1"),
         ("score", ["device=tpu"], r"device='tpu' is not valid: auto, cpu, mps, cuda or cuda:N"),
+        ("run", ["device=cuda:7"], r"device='cuda:7' is not valid: (a GPU index below|cpu or auto: this)"),
+        ("run", ["batch_size=0"], r"batch_size=0 is not valid: a whole number >= 1"),
+        ("run", ["model.dtype=float8"], r"model.dtype='float8' is not valid: one of \['bfloat16'"),
+        (
+            "run",
+            ["speed.repeats=0"],
+            r"speed.repeats=0 is not valid: a whole number >= 1.*Fix: speed.repeats=1",
+        ),
+        ("run", ["speed.new_tokens=0"], r"speed.new_tokens=0 is not valid: a whole number >= 1"),
+        ("run", ["speed.prompt_len=-8"], r"speed.prompt_len=-8 is not valid: a whole number >= 1"),
+        ("run", ["speed.batch_size=1.5"], r"speed.batch_size=1.5 is not valid: a whole number >= 1"),
+        (
+            "run",
+            ["speed.warmup=-1"],
+            r"speed.warmup=-1 is not valid: a whole number >= 0.*Fix: speed.warmup=1",
+        ),
+        (
+            "run",
+            ["results_dir=/proc/x/results"],
+            r"results_dir='/proc/x/results' is not valid: a folder this process can write \(/proc refuses",
+        ),
+        ("run", ["heal=lora", "heal.steps=0"], r"heal.steps=0 is not valid: a whole number >= 1"),
     ],
 )
 def test_bad_input_fails_before_loading_and_writes_nothing(app, bad, message, tiny, no_load, tmp_path):
     cfg = config(app, [*tiny, *bad])
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as err:
         APP[app](cfg, tmp_path / "out")
     assert time.perf_counter() - start < 15
+    assert "Fix: " in str(err.value)  # field=value (matched above), the valid range, and the fix
     assert not no_load
     assert not (tmp_path / "out").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_results_dir_that_is_a_file_fails_naming_it(tiny, no_load, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(
+        ConfigError, match=r"results_dir='.*taken/results' is not valid: a folder path \(.*taken is a"
+    ):
+        run_app.run(config("run", [*tiny, f"results_dir={tmp_path / 'taken' / 'results'}"]), tmp_path / "out")
+    assert not no_load
 
 
 def test_an_unknown_eval_task_fails_before_loading(tiny, no_load, tmp_path):

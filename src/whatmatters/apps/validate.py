@@ -26,6 +26,7 @@ from whatmatters.apps.config_checks import (
     fail,
     stream_cache_bytes,
 )
+from whatmatters.apps.job_checks import check_speed, check_writable
 from whatmatters.apps.method_checks import check_method
 from whatmatters.method.criteria import MODEL_CRITERIA
 from whatmatters.method.scores import ANGULAR_TOKENS
@@ -83,6 +84,8 @@ def check(cfg: DictConfig, app: str) -> Checked:
                 f"the model's dtype, model.dtype={cfg.model.dtype}",
                 f"speed.dtype={cfg.model.dtype} (or model.dtype={cfg.speed.dtype})",
             )
+        check_speed(cfg)
+        check_writable("results_dir", cfg.results_dir)
     # The loss criterion caches every layer's input like an iterative drop does, one-shot too.
     cached = cfg.mode == "iterative" or cfg.criterion in MODEL_CRITERIA
     check_memory(cfg, config, iterative=cached, angular=cfg.method.consecutive)
