@@ -85,6 +85,7 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
 
 def _measure_baseline(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRecord:
     """Evaluate and time the unpruned model, and store its record under `key` (held by this worker)."""
+    print(f"[baseline] {key}: measuring the unpruned model", flush=True)
     start = time.perf_counter()
     model, tokenizer = load_model(cfg)
     qspec = quant.QuantSpec.from_config(cfg)
@@ -126,6 +127,7 @@ def _one_shot_scores(cfg: DictConfig, store: ResultsStore, model, ids) -> Scores
     with claims.Claim.wait(path):  # one worker scores; the others wait, then read its file
         if (cached := _cached_scores(path)) is not None:
             return cached
+        print(f"[scores] {path.stem}: scoring the original model", flush=True)
         scores = method_scores(cfg, model, ids)
         scores.save(path)
         return scores
