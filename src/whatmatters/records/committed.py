@@ -71,10 +71,11 @@ def promote(
     A key a CSV names that neither the store nor the committed set holds is an error naming the CSV (re-run
     it, or list its stem in legacy.txt); legacy stems whose CSV's keys are now all committed leave legacy.txt.
     """
-    committed_dir = Path(committed_dir)
-    local = {r.key: r for r in ResultsStore(results_dir).records()}
+    committed_dir, store, target = Path(committed_dir), ResultsStore(results_dir), ResultsStore(committed_dir)
+    local = {r.key: r for r in store.records()}
     legacy = legacy_stems(committed_dir)
-    wanted = {k for keys in keys_behind(figures_dir, skip=legacy).values() for k in keys}
+    behind = keys_behind(figures_dir, skip=legacy)
+    wanted = {k for keys in behind.values() for k in keys}
     named = [r for r in local.values() if set(experiments) & set(r.experiments)]
     settings = [base_setting(r.setting()) for r in named]
     bases = [r for r in local.values() if r.is_baseline and r.setting() in settings]
@@ -84,7 +85,7 @@ def promote(
     wanted |= {k for keys in keys_behind(figures_dir).values() for k in keys if k in local}
     committed = {p.stem for p in committed_dir.glob("*.json")}
     if missing := sorted(wanted - set(local) - committed):
-        csvs = [n for n, keys in keys_behind(figures_dir, skip=legacy).items() if keys & set(missing)]
+        csvs = [name for name, keys in behind.items() if keys & set(missing)]
         raise RecordError(
             f"{len(missing)} record(s) named by {csvs} are in neither {results_dir} nor {committed_dir}: "
             f"{missing[:5]}. Fix: re-run those runs (then make figures), or list the file's stem in "
@@ -92,8 +93,7 @@ def promote(
         )
     written = []
     for key in sorted(wanted & set(local)):
-        text = ResultsStore(results_dir).path(key).read_text()
-        path = ResultsStore(committed_dir).path(key)
+        text, path = store.path(key).read_text(), target.path(key)
         if not path.exists() or path.read_text() != text:
             atomic_write_text(path, text)
             written.append(path)
