@@ -278,7 +278,7 @@ def test_llama_cpp_runs_the_f32_export_with_the_pruned_models_log_probs_within_1
     assert agree >= 0.99, (label, agree)
 
 
-F16_TOLERANCE = 0.1  # max |d log p| over the whole vocabulary, f16 weights and KV cache, flash attention
+F16_TOLERANCE = 0.25  # max |d log p| over the whole vocabulary, f16 weights and KV cache, flash attention
 
 
 @needs_llama_cpp
