@@ -105,6 +105,13 @@ beyond: $(STAMP)  ## Beyond the paper: heal=none,lora x attn/mlp/block-4,8; crit
 	$(SWEEP) experiment=beyond method=joint method.n=4,8
 	$(if $(DRY_RUN),@true,$(PY) experiments/figures.py kind=pareto)
 
+# The 2025-26 anchors (conf/experiment/anchors.yaml): training-free seam repairs and the last-layers fine-tune
+# beside the plain drop, then their table from the store (accuracy, paired intervals, % of baseline retained).
+.PHONY: anchors
+anchors: $(STAMP)  ## Repairs none/linear/magnitude x heal none/last_layers on Block-4/8, Attn-8/15, MLP-8 -> figures/anchors_*
+	$(SWEEP) experiment=anchors
+	$(TABLE) table=anchors
+
 .PHONY: reproduce-table11 quant-scores
 reproduce-table11: EVAL = table11_sample
 reproduce-table11: $(STAMP)  ## Table 11 (attention drop 4, 8 of 30, without / with int4 weights) for MODEL -> figures/table11*

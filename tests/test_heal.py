@@ -70,3 +70,27 @@ def test_a_heal_run_after_its_unhealed_run_takes_the_before_accuracy_from_that_r
     info = run_app.run(healed, tmp_path / "healed").extra["heal"]
     assert info["eval_before_record"] == unhealed.key
     assert info["eval_before"] == unhealed.to_dict()["eval"]  # the same model's numbers, not evaluated again
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_last_layers_heal_changes_only_the_last_kept_layers_and_lm_head(tied):
+    """heal=last_layers: the last `layers` kept decoder layers and lm_head train, nothing else moves (a tied
+    lm_head is the input embedding, so that one matrix moves too, and the record says so)."""
+    model = apply_plan(tiny_model("llama", tie_word_embeddings=tied), Plan(4, blocks=[3], attn=[1]))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
+    spec = HealSpec(enabled=True, kind="last_layers", layers=2, steps=5, lr=1e-2, n=4, seq_len=16)
+    out = heal(model, ids, spec, progress=False)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    prefixes = ("model.layers.1.", "model.layers.2.", "lm_head.", *(("model.embed_tokens.",) if tied else ()))
+    assert changed == {name for name in before if name.startswith(prefixes)}
+    assert out["trained_layers"] == [1, 2]  # the original layer numbers: block 3 is gone
+    assert out["tied_head"] is tied
+    assert out["loss_after"] < out["loss_before"]
+
+
+def test_last_layers_heal_keys_differ_from_lora_and_lora_keys_are_unchanged():
+    lora = HealSpec(enabled=True)
+    assert "kind" not in lora.to_dict() and "layers" not in lora.to_dict()  # stored LoRA runs keep their keys
+    last = HealSpec(enabled=True, kind="last_layers").to_dict()
+    assert last["kind"] == "last_layers" and "rank" not in last and "target_modules" not in last

@@ -91,3 +91,16 @@ def test_the_keys_record_what_they_cover(base):
     assert spec["device_type"] == "cpu" and spec["version"]
     assert set(spec["weights"]) >= {"path", "config_sha256", "weights"}
     assert spec["eval_tasks"][0]["name"] == "wm_cloze" and "shots" in spec["eval_tasks"][0]
+
+
+def test_repair_enters_the_run_key_only_when_on_and_a_heal_run_starts_from_the_repaired_model(base):
+    plain = cfg(base)
+    assert run_keys.run_key(cfg(base, "repair=none")) == run_keys.run_key(plain)  # stored runs keep keys
+    linear, magnitude = cfg(base, "repair=linear"), cfg(base, "repair=magnitude")
+    ridge = cfg(base, "repair=linear", "repair.ridge=0.1")
+    assert len({run_keys.run_key(c) for c in (plain, linear, magnitude, ridge)}) == 4
+    # magnitude uses no ridge, so a ridge value does not split its key
+    assert run_keys.run_key(cfg(base, "repair=magnitude", "+repair.ridge=0.1")) == run_keys.run_key(magnitude)
+    healed = cfg(base, "repair=linear", "heal=last_layers")
+    assert run_keys.unhealed_key(healed) == run_keys.run_key(linear)
+    assert run_keys.run_key(cfg(base, "heal=last_layers")) != run_keys.run_key(cfg(base, "heal=lora"))

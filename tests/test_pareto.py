@@ -84,7 +84,7 @@ def test_main_writes_the_plot_and_a_paired_healing_table_from_the_store(tmp_path
     paths = figures.speed_accuracy(tmp_path / "results", tmp_path / "fig")
     assert {p.name for p in paths} >= {"pareto_smollm2-135m_embedded.png", "healing_smollm2-135m_embedded.md"}
     table = pd.read_csv(tmp_path / "fig" / "healing_smollm2-135m_embedded.csv")
-    assert table["method"].tolist() == ["Attn-4"] and table["Avg before"][0] == pytest.approx(50.0)
+    assert table["method"].tolist() == ["Attn-4 healed"] and table["Avg before"][0] == pytest.approx(50.0)
     assert table["delta"][0] == pytest.approx(25.0)
     # paired: per-doc differences (0, 100, 0, 0) points, sample variance 2500, SE = sqrt(2500 / 4)
     assert table["paired SE"][0] == pytest.approx(25.0)

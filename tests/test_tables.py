@@ -239,3 +239,32 @@ def test_table_app_where_takes_a_field_value_dict_and_names_the_fix_for_a_list()
         TableError, match=r"where=\['eval.limit=50'\] is not valid.*Fix: 'where=\{eval.limit:50\}'"
     ):
         where_filters(["eval.limit=50"])
+
+
+def test_anchor_rows_are_told_apart_by_repair_and_heal_and_show_percent_of_baseline_and_fidelity():
+    base = with_docs(record("none", 0, 0.0, experiment=None), [1, 1, 1, 1], ids=list("abcd"))
+    runs = []
+    for key, repair, heal, values in (
+        ("cut", None, None, [1, 0, 0, 1]),
+        ("linear", {"kind": "linear"}, None, [1, 1, 0, 1]),
+        ("linear-ll", {"kind": "linear"}, {"enabled": True, "kind": "last_layers"}, [1, 1, 1, 1]),
+    ):
+        run = with_docs(record("block", 8, 0.0, experiment="anchors", key=key), values, ids=list("abcd"))
+        run.method.extra = {k: v for k, v in (("repair", repair), ("heal", heal)) if v}
+        run.fidelity = {
+            "kl": {"value": 0.5, "low": 0.4, "high": 0.6},
+            "ppl": {"value": 30, "low": 28, "high": 33},
+        }
+        runs.append(run)
+    frame = build_table([base, *runs], "anchors", "smollm2-135m", "embedded")
+    assert list(frame["method"]) == [
+        "Baseline",
+        "Block-8",
+        "Block-8 linear-repair",
+        "Block-8 linear-repair last-layers",
+    ]
+    assert list(frame["% of baseline"].iloc[1:]) == [50.0, 75.0, 100.0]  # Avg / baseline Avg, in %
+    assert frame["% of baseline ±"].iloc[1] == pytest.approx(frame["ΔAvg ±"].iloc[1])  # baseline Avg is 100
+    assert display(frame)["KL"].iloc[1] == "0.5 [0.4, 0.6]"
+    notes = " ".join(frame.attrs["notes"])
+    assert "published: ReplaceMe, lstsq" in notes and "% of baseline = 100 x Avg" in notes

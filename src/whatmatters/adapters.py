@@ -33,6 +33,7 @@ class Branch:
     norm: str  # its *input* is the residual stream X entering the branch
     module: str  # the attention or MLP module
     post_norm: str | None = None  # Gemma2/3 normalise the branch output before the add
+    out_proj: str | None = None  # the last linear of `module`, which writes the branch into the stream
 
     @property
     def output(self) -> str:
@@ -73,8 +74,8 @@ class Adapter:
 
 _LLAMA = Adapter(
     family="llama",
-    attn=Branch(norm="input_layernorm", module="self_attn"),
-    mlp=Branch(norm="post_attention_layernorm", module="mlp"),
+    attn=Branch(norm="input_layernorm", module="self_attn", out_proj="self_attn.o_proj"),
+    mlp=Branch(norm="post_attention_layernorm", module="mlp", out_proj="mlp.down_proj"),
 )
 _GEMMA2 = Adapter(
     family="gemma2",

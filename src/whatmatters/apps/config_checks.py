@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedConfig
 
 from whatmatters import data, models
+from whatmatters.adapters import KINDS as BRANCH_KINDS
+from whatmatters.adapters import adapter_for
+from whatmatters.method import heal, repair
 from whatmatters.method.criteria import criteria
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -104,18 +107,48 @@ def check_corpus(cfg: DictConfig) -> None:
 
 
 def check_heal(cfg: DictConfig) -> None:
-    """The `heal` group (LoRA, heal.py): whole positive sizes, a positive rate, no quantized weights."""
+    """The `heal` group (heal.py): its kind, whole positive sizes, a positive rate, no quantized weights."""
     h = cfg.get("heal")
     if h is None or not h.enabled:
         return
-    for name in ("rank", "steps", "batch_size", "n", "seq_len"):
+    kind = h.get("kind", "lora")
+    if kind not in heal.KINDS:
+        fail("heal.kind", kind, f"one of {heal.KINDS}", "heal=lora or heal=last_layers")
+    size = "rank" if kind == "lora" else "layers"
+    for name in (size, "steps", "batch_size", "n", "seq_len"):
         value = h.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             fail(f"heal.{name}", value, "a whole number >= 1", f"heal.{name}=8")
     if isinstance(h.lr, bool) or not isinstance(h.lr, int | float) or not 0 < h.lr < 1:
         fail("heal.lr", h.lr, "a learning rate in (0, 1)", "heal.lr=3e-4")
     if cfg.get("quant") is not None and cfg.quant.get("scheme", "none") != "none":
-        fail("heal", "lora", "heal=none with quantized weights (LoRA trains float weights)", "quant=none")
+        fail("heal", kind, "heal=none with quantized weights (healing trains float weights)", "quant=none")
+
+
+def check_repair(cfg: DictConfig, config: PreTrainedConfig | None) -> None:
+    """The `repair` group (repair.py): its kind, sizes and ridge; fused into float weights of a family whose
+    branches end in their out_proj, on a drop that keeps the residual stream."""
+    r = cfg.get("repair")
+    kind = None if r is None else r.get("kind")
+    if kind not in repair.KINDS:
+        fail("repair.kind", kind, f"one of {repair.KINDS}", "repair=none, repair=linear or repair=magnitude")
+    if kind == "none":
+        return
+    for name in ("n", "seq_len", "batch_size"):
+        value = r.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(f"repair.{name}", value, "a whole number >= 1", f"repair.{name}=16")
+    ridge = r.get("ridge", 0.0)
+    if isinstance(ridge, bool) or not isinstance(ridge, int | float) or ridge < 0:
+        fail("repair.ridge", ridge, "a number >= 0 (lam = ridge x trace(H'H) / d)", "repair.ridge=1e-4")
+    quantized_first = cfg.get("quant") is not None and cfg.quant.get("order") == "quant_then_drop"
+    if quantized_first and cfg.quant.get("scheme", "none") != "none":
+        fail("repair", kind, "repair on float weights (fusing edits them)", "quant.order=drop_then_quant")
+    if cfg.method.get("remove_residual"):
+        fail("repair", kind, "a drop that keeps the residual stream", "method.remove_residual=false")
+    adapter = adapter_for(config) if config is not None else None
+    if adapter is not None and any(adapter.branch(k).post_norm for k in BRANCH_KINDS):
+        fail("repair", kind, f"a family without a norm after out_proj, not {adapter.family}", "repair=none")
 
 
 def stream_cache_bytes(config: PreTrainedConfig, n: int, seq_len: int, dtype: str) -> int:

@@ -39,7 +39,7 @@ from whatmatters.apps.common import (
 from whatmatters.eval import evaluate
 from whatmatters.measure import budget, clock, memory, speed, timing
 from whatmatters.measure.job import Job, job_for_quant, job_from_config
-from whatmatters.method import heal, quant
+from whatmatters.method import heal, quant, repair
 from whatmatters.method.drop import DropResult
 from whatmatters.method.plans import Plan
 from whatmatters.method.scores import Scores
@@ -181,6 +181,20 @@ def _healing(cfg: DictConfig, model, tokenizer, unhealed: RunRecord | None) -> d
     return {**spec.to_dict(), **losses, "wall_s": wall_s, "eval_before": before, "eval_before_record": source}
 
 
+def _repairing(cfg: DictConfig, model, tokenizer) -> dict | None:
+    """With a `repair` configured: fit it on calibration text against a freshly loaded original (read, then
+    freed) and fuse it into the pruned model's weights (repair.py); returns what the record keeps."""
+    spec = repair.RepairSpec.from_config(cfg)
+    if not spec.enabled:
+        return None
+    ids = data.calibration_ids(tokenizer, cfg.data.source, spec.n, spec.seq_len, cfg.data.path)
+    original = load_model(cfg)[0]
+    _, summary = repair.repair(model, original, ids, spec)
+    del original
+    memory.release(str(model.device))
+    return summary
+
+
 def _join(store: ResultsStore, record: RunRecord, experiment: str | None) -> RunRecord:
     """A finished run that another experiment's grid also holds (Attn-8 is in Tables 1 and 2) is tagged
     with that experiment too, so its table shows it without running it again."""
@@ -210,8 +224,10 @@ def dry_run(cfg: DictConfig) -> str:
     extras = [x for x in ("span" * bool(m.consecutive), "no-residual" * bool(m.remove_residual)) if x]
     if m.get("budget"):
         extras.append(f"budget {m.budget.kind}={m.budget.target}")
+    if run_keys.repair_part(cfg):
+        extras.append(f"repair={cfg.repair.kind}")
     if run_keys.heal_part(cfg):
-        extras.append("heal=lora")
+        extras.append(f"heal={heal.HealSpec.from_config(cfg).kind}")
     if (qspec := quant.QuantSpec.from_config(cfg)).enabled:
         extras.append(f"quant={qspec.scheme} ({qspec.order})")
     return "  ".join(
@@ -219,10 +235,9 @@ def dry_run(cfg: DictConfig) -> str:
     )
 
 
-def _prune(
-    cfg: DictConfig, store: ResultsStore, model, tokenizer, ids, job: Job
-) -> tuple[DropResult, dict | None]:
-    """Quantize (before or after the drop, as configured), drop, heal: the model is changed in place."""
+def _prune(cfg: DictConfig, store: ResultsStore, model, tokenizer, ids, job: Job) -> tuple[DropResult, dict]:
+    """Quantize (before or after the drop, as configured), drop, repair, heal: the model is changed in place.
+    Returns the drop and what the record keeps of the repair and the healing (None where off)."""
     qspec = quant.QuantSpec.from_config(cfg)
     if qspec.before_drop:
         quant.quantize(model, qspec)
@@ -231,10 +246,11 @@ def _prune(
         result = _budget_drop(cfg, model, scores, job)
     else:
         result = apply_method(cfg, model, ids, scores)
+    repaired = _repairing(cfg, model, tokenizer)
     healing = _healing(cfg, model, tokenizer, _unhealed(cfg, store, result.plan, qspec))
     if not qspec.before_drop:
         quant.quantize(model, qspec)
-    return result, healing
+    return result, {"repair": repaired, "heal": healing}
 
 
 def _time_pair(cfg: DictConfig, model, original_bytes: int, job: Job) -> tuple[speed.PairTiming, object]:
@@ -262,12 +278,14 @@ def _pruned_record(
     """The typed record of a finished run, named by `labels.run_name` like every table and figure names it."""
     qspec = quant.QuantSpec.from_config(cfg)
     accuracy, pair, job = measured["eval"], measured["pair"], measured["job"]
+    heal_part = run_keys.heal_part(cfg)
     record = _record(
         cfg,
         key,
         config=OmegaConf.to_container(cfg, resolve=True),
-        # The heal spec rides in the method, so tables and figures tell healed and unhealed runs apart.
-        method=OmegaConf.to_container(cfg.method, resolve=True) | run_keys.heal_part(cfg),
+        # The repair and heal specs ride in the method, so tables and figures tell those runs apart.
+        method=OmegaConf.to_container(cfg.method, resolve=True) | run_keys.repair_part(cfg) | heal_part,
+        repair=measured["repair"],
         heal=measured["heal"],
         mode=cfg.mode,
         criterion=cfg.criterion,
@@ -347,11 +365,11 @@ def _run(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRe
     qspec = quant.QuantSpec.from_config(cfg)
     job = job_for_quant(job_from_config(cfg.speed, str(model.device), cfg.seed), qspec)
     params_before, original_bytes = model.num_parameters(), memory.weight_bytes(model)
-    result, healing = _prune(cfg, store, model, tokenizer, ids, job)
+    result, changes = _prune(cfg, store, model, tokenizer, ids, job)
     save_scores(cfg, result.scores, out_dir)
     measured = {
         "job": job,
-        "heal": healing,
+        **changes,  # repair, heal
         "eval": evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed).to_dict(),
     }
     measured["params"] = {"before": params_before, "after": model.num_parameters()} | quant.describe(

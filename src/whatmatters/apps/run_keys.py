@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from whatmatters import models
 from whatmatters.eval.suites import task_specs
-from whatmatters.method import heal, quant
+from whatmatters.method import heal, quant, repair
 from whatmatters.method.criteria import MODEL_CRITERIA
 from whatmatters.method.plans import target_kinds
 from whatmatters.records.store import config_key
@@ -57,6 +57,12 @@ def heal_part(cfg: DictConfig) -> dict:
     return {"heal": spec.to_dict()} if spec.enabled else {}
 
 
+def repair_part(cfg: DictConfig) -> dict:
+    """The repair group as a key part; empty when off, so unrepaired runs keep the keys they had."""
+    spec = repair.RepairSpec.from_config(cfg)
+    return {"repair": spec.to_dict()} if spec.enabled else {}
+
+
 def baseline_key(cfg: DictConfig) -> str:
     """The unpruned model's record: one per (model, eval suite, speed job, quantization)."""
     return config_key(key_spec(cfg, "model", "eval", "speed") | {"method": "none"} | quant_part(cfg))
@@ -64,16 +70,18 @@ def baseline_key(cfg: DictConfig) -> str:
 
 def _unhealed_spec(cfg: DictConfig) -> dict:
     spec = key_spec(cfg, "model", "data", "method", "eval", "speed")
-    return spec | {"mode": cfg.mode, "criterion": cfg.criterion} | quant_part(cfg)
+    return spec | {"mode": cfg.mode, "criterion": cfg.criterion} | quant_part(cfg) | repair_part(cfg)
 
 
 def run_key(cfg: DictConfig) -> str:
-    """One grid point: model, calibration data, method, mode, criterion, eval, speed job, quant, healing."""
+    """One grid point: model, calibration data, method, mode, criterion, eval, speed job, quant, repair,
+    healing."""
     return config_key(_unhealed_spec(cfg) | heal_part(cfg))
 
 
 def unhealed_key(cfg: DictConfig) -> str:
-    """The same grid point without healing (= its heal=none run's key): the model a heal run starts from."""
+    """The same grid point without healing (= its heal=none run's key): the model a heal run starts from
+    (repaired, where the run repairs)."""
     return config_key(_unhealed_spec(cfg))
 
 

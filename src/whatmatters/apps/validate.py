@@ -23,6 +23,7 @@ from whatmatters.apps.config_checks import (
     check_data,
     check_heal,
     check_memory,
+    check_repair,
     fail,
     stream_cache_bytes,
 )
@@ -77,6 +78,7 @@ def check(cfg: DictConfig, app: str) -> Checked:
 
         evaluate.check_suite(cfg.eval)  # unknown tasks, or the paper suite offline: fails before any load
         check_heal(cfg)
+        check_repair(cfg, config)
         if cfg.speed.dtype != cfg.model.dtype:  # the timed models are the evaluated ones, in their dtype
             fail(
                 "speed.dtype",

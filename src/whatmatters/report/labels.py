@@ -1,6 +1,6 @@
 """How a run is named, in one place: table rows, figure names and titles, the speed-accuracy plot and the
 run's own record name all spell an ablation the same way (`no-residual`, `span`, `iterative`, `[criterion]`,
-a quantization scheme)."""
+a quantization scheme, a repair, healing)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,19 @@ def method_label(record: RunRecord) -> str:
         label += " iterative"
     if (record.criterion or "cosine") != "cosine":
         label += f" [{record.criterion}]"
-    return label + _quant_label(record)
+    return label + _quant_label(record) + _change_label(record)
+
+
+def _change_label(record: RunRecord) -> str:
+    """What changed the pruned model's weights after the cut: ` linear-repair`, ` magnitude-repair`, then
+    ` healed` (LoRA) or ` last-layers` (heal.kind=last_layers); "" for a model evaluated as cut."""
+    extra = record.method.extra
+    words = []
+    if (kind := extra.get("repair", {}).get("kind", "none")) != "none":
+        words.append(f"{kind}-repair")
+    if (heal := extra.get("heal", {})).get("enabled"):
+        words.append("last-layers" if heal.get("kind") == "last_layers" else "healed")
+    return "".join(f" {w}" for w in words)
 
 
 def _scheme(record: RunRecord) -> str:
@@ -53,13 +65,10 @@ def variant(record: RunRecord, table: str | None = None) -> str:
 
 
 def run_label(record: RunRecord) -> str:
-    """The table label plus what the tables do not name: a budget and healing (the speed-accuracy plot)."""
-    extra = record.method.extra
+    """The table label plus what the tables do not name: a budget (the speed-accuracy plot)."""
     words = [method_label(record)]
-    if budget := extra.get("budget"):
+    if budget := record.method.extra.get("budget"):
         words.append(f"budget {budget['kind']} {budget['target']}")
-    if extra.get("heal", {}).get("enabled"):
-        words.append("healed")
     return " ".join(words)
 
 

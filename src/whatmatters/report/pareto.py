@@ -166,7 +166,7 @@ def healing_table(records: Iterable[RunRecord]) -> pd.DataFrame:
                 "paired SE": se,
                 "NLL before": info["loss_before"],
                 "NLL healed": info["loss_after"],
-                "rank": info["rank"],
+                "rank": info.get("rank"),  # LoRA's; heal=last_layers trains whole layers
                 "steps": info["steps"],
                 "heal s": info.get("wall_s"),
                 "chance": ", ".join(f"{t} {c:g}" for t, c in sorted(chance.items())),

@@ -19,6 +19,7 @@ import pandas as pd
 
 from whatmatters.eval.suites import ACCURACY_METRICS
 from whatmatters.paper import TABLES, PaperRow, paper_row
+from whatmatters.published import NOTES as PUBLISHED_NOTES
 from whatmatters.records.metrics import UnpairedError, paired_difference
 from whatmatters.records.store import PHASES, RunRecord, base_setting, matches, without
 from whatmatters.report.labels import method_label, variant
@@ -160,6 +161,39 @@ def _paper_refs(chosen: list[RunRecord], table: str, model: str) -> dict[str, Pa
     return refs
 
 
+def _retained_columns(base: RunRecord, r: RunRecord, se: float | None) -> dict[str, Any]:
+    """The row's Avg as a percentage of the baseline's, as the repair papers report retained performance."""
+    scale = 100 / base.eval.avg
+    return {"% of baseline": r.eval.avg * scale, "% of baseline ±": se * scale if se is not None else None}
+
+
+def _fidelity_columns(r: RunRecord) -> dict[str, Any]:
+    """KL(original || run) and the run's perplexity on held-out text, each with its 95% interval, where the
+    record measured them (`fidelity`)."""
+    fidelity = r.fidelity or {}
+    row: dict[str, Any] = {}
+    for key, col in (("kl", "KL"), ("ppl", "ppl")):
+        if (est := fidelity.get(key)) is not None:
+            row |= {col: est["value"], f"{col} low": est["low"], f"{col} high": est["high"]}
+    return row
+
+
+def _measure_notes(frame: pd.DataFrame) -> list[str]:
+    """What the retained and fidelity columns mean, where the table has them."""
+    notes = []
+    if "% of baseline" in frame:
+        notes.append(
+            "% of baseline = 100 x Avg / the baseline's Avg (the repair papers' retained performance, a "
+            "ratio of the averages), ± = the ΔAvg paired SE on the same scale."
+        )
+    if "KL" in frame:
+        notes.append(
+            "KL = mean next-token KL(original || row) in nats, ppl = the row's perplexity, both on the run's "
+            "held-out Wikipedia sequences (`fidelity` in the record), [95% bootstrap interval, sequences]."
+        )
+    return notes
+
+
 def avg_difference(base: RunRecord, run: RunRecord) -> tuple[float, float | None]:
     """`run`'s Avg minus `base`'s with its paired SE, or the plain difference and None where a record has
     no per-doc values (then the difference cannot be paired, and callers say so)."""
@@ -188,7 +222,8 @@ def build_table(
         if base is not None and not r.is_baseline:
             delta, se = avg_difference(base, r)
             row |= {"ΔAvg": delta, "ΔAvg ±": se, "ΔAvg flag": None if se is not None else "unpaired"}
-        row |= _weight_columns(r) | _speed_columns(r) | _sdr_columns(r)
+            row |= _retained_columns(base, r, se)
+        row |= _fidelity_columns(r) | _weight_columns(r) | _speed_columns(r) | _sdr_columns(r)
         if paper_table:
             row |= _paper_columns(refs[r.key], paper_table)
         rows.append(row | {"key": r.key})
@@ -197,7 +232,8 @@ def build_table(
     # A column with no value at all goes, unless its flag says why (SDR undefined in every row).
     empty = [c for c in frame if frame[c].isna().all() and frame.get(f"{c} flag", frame[c]).isna().all()]
     frame = frame.drop(columns=empty)
-    frame.attrs["notes"] = _notes(chosen, paper_table)
+    notes = _notes(chosen, paper_table) + _measure_notes(frame)
+    frame.attrs["notes"] = notes + PUBLISHED_NOTES.get(experiment, [])
     return frame
 
 
@@ -248,7 +284,8 @@ def _task_score(record: RunRecord, task: str) -> str:
 
 
 HELPERS = (" ±", " low", " high", " flag")  # columns that qualify the one they follow
-COLUMN_ORDER = ("model", "method", "", "Avg", "ΔAvg", "speedup", "prefill speedup", "decode speedup")
+COLUMN_ORDER = ("model", "method", "", "Avg", "ΔAvg", "% of baseline", "KL", "ppl", "speedup")
+COLUMN_ORDER += ("prefill speedup", "decode speedup")
 COLUMN_ORDER += (
     "ideal speedup",
     "KV ratio",
