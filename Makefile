@@ -125,6 +125,10 @@ quant-scores: $(STAMP)  ## Do scores survive quantization? MODEL scored full pre
 figures: $(STAMP)  ## Every table and figure from the results store + committed records, no model run (experiments/figures.py)
 	$(PY) experiments/figures.py
 
+.PHONY: launcher-configs
+launcher-configs: $(STAMP)  ## Slurm job shapes of the paper models from their shapes -> conf/hydra/launcher/slurm_<model>.yaml
+	$(PY) experiments/launcher_configs.py
+
 .PHONY: promote
 promote: $(STAMP)  ## Copy the records behind figures/*.csv from results/ into results_committed/v1/ (commit them with the figures)
 	$(PY) experiments/promote.py

@@ -352,6 +352,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
             return None
         with claim:
             if (stored := store.get(key)) is not None:  # finished between the check and the claim
+                print(f"[skip] {key} already in {store.root}")
                 return _join(store, stored, cfg.experiment_name)
             print(f"[run] {key} claimed by {claims.describe(claim.owner)}", flush=True)
             return _run(cfg, store, key, out_dir)
