@@ -12,6 +12,8 @@ import psutil
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from whatmatters.apps import drop as drop_app
 from whatmatters.apps import run as run_app
@@ -147,6 +149,57 @@ def test_a_results_dir_that_is_a_file_fails_naming_it(tiny, no_load, tmp_path):
     ):
         run_app.run(config("run", [*tiny, f"results_dir={tmp_path / 'taken' / 'results'}"]), tmp_path / "out")
     assert not no_load
+
+
+@pytest.fixture
+def submitit_job(monkeypatch):
+    """A run config as a submitit job sees it: Hydra's runtime config (with its launcher) set, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    instance = HydraConfig.instance()
+    saved = instance.cfg
+
+    def as_job(*overrides: str):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("run", overrides=list(overrides), return_hydra_config=True)
+        instance.set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    yield as_job
+    instance.cfg = saved
+
+
+@pytest.mark.parametrize(
+    ("launcher", "bad", "message"),
+    [
+        (
+            "slurm_llama3-70b",
+            "hydra.launcher.mem_gb=64",
+            r"hydra.launcher.mem_gb=64 is not valid: >= 142 GB, a copy of llama3-70b's bfloat16 weights. "
+            r"Fix: hydra/launcher=slurm_llama3-70b .* or hydra.launcher.mem_gb=174",
+        ),
+        (
+            "submitit_local",
+            "hydra.launcher.timeout_min=0",
+            r"hydra.launcher.timeout_min=0 is not valid: a whole",
+        ),
+    ],
+)
+def test_a_submitit_job_too_small_for_its_model_fails_before_loading(
+    launcher, bad, message, submitit_job, no_load, tmp_path
+):
+    cfg = submitit_job("model=llama3-70b", f"hydra/launcher={launcher}", bad, f"results_dir={tmp_path}")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=message):
+        run_app.run(cfg, tmp_path / "out")
+    assert time.perf_counter() - start < 15
+    assert not no_load
+
+
+def test_the_model_s_own_launcher_config_passes_the_launcher_check(submitit_job, tmp_path):
+    cfg = submitit_job("model=llama3-70b", "hydra/launcher=slurm_llama3-70b", f"results_dir={tmp_path}")
+    assert validate.check(cfg, "run").num_layers == 80
 
 
 def test_an_unknown_eval_task_fails_before_loading(tiny, no_load, tmp_path):

@@ -27,7 +27,7 @@ from whatmatters.apps.config_checks import (
     fail,
     stream_cache_bytes,
 )
-from whatmatters.apps.job_checks import check_speed, check_writable
+from whatmatters.apps.job_checks import check_launcher, check_speed, check_writable
 from whatmatters.apps.method_checks import check_method
 from whatmatters.method.criteria import MODEL_CRITERIA
 from whatmatters.method.scores import ANGULAR_TOKENS
@@ -87,6 +87,7 @@ def check(cfg: DictConfig, app: str) -> Checked:
                 f"speed.dtype={cfg.model.dtype} (or model.dtype={cfg.speed.dtype})",
             )
         check_speed(cfg)
+        check_launcher(cfg, config)
         check_writable("results_dir", cfg.results_dir)
     # The loss criterion caches every layer's input like an iterative drop does, one-shot too.
     cached = cfg.mode == "iterative" or cfg.criterion in MODEL_CRITERIA
