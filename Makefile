@@ -71,26 +71,26 @@ export: $(STAMP)  ## Attn-8 of the default model as GGUF (llama.cpp) and a nemot
 bench-llamacpp: $(STAMP)  ## llama.cpp tokens/s and KV cache of Attn-8/15, Joint-8, Block-8 exports vs the original (setup-serve) -> benchmarks/results_llamacpp_cpu.txt
 	$(PY) benchmarks/bench_llamacpp.py --out benchmarks/results_llamacpp_cpu.txt
 
-reproduce-table1: $(STAMP)  ## Table 1 (block/MLP/attention drop) for MODEL on EVAL -> figures/table1.*
+reproduce-table1: $(STAMP)  ## Table 1 (block/MLP/attention drop) for MODEL on EVAL -> figures/table1_<model>_<eval>.*
 	$(SWEEP) experiment=table1
 	$(TABLE) table=table1
 
-reproduce-table2: $(STAMP)  ## Table 2 (attention drop 8/12/16/20 of 32) for MODEL on EVAL -> figures/table2.*
+reproduce-table2: $(STAMP)  ## Table 2 (attention drop 8/12/16/20 of 32) for MODEL on EVAL -> figures/table2_<model>_<eval>.*
 	$(SWEEP) experiment=table2
 	$(TABLE) table=table2
 
-reproduce-table3: $(STAMP)  ## Table 3 (block/MLP/attention drop at Llama-2-70B fractions) -> figures/table3.*
+reproduce-table3: $(STAMP)  ## Table 3 (block/MLP/attention drop at Llama-2-70B fractions) -> figures/table3_<model>_<eval>.*
 	$(SWEEP) experiment=table3
 	$(TABLE) table=table3
 
 reproduce-table4: $(STAMP)  ## Table 4 (KV cache, half the attention dropped): paper models analytic + default measured
 	$(PY) experiments/table4.py
 
-reproduce-table6: $(STAMP)  ## Table 6 ablation (attention drop with / without its residual) -> figures/table6.*
+reproduce-table6: $(STAMP)  ## Table 6 ablation (attention drop with / without its residual) -> figures/table6_<model>_<eval>.*
 	$(SWEEP) experiment=table6
 	$(TABLE) table=table6
 
-reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / random criteria) -> figures/table7.*
+reproduce-table7: $(STAMP)  ## Table 7 ablation (cosine / magnitude / reverse / random criteria) -> figures/table7_<model>_<eval>.*
 	$(SWEEP) experiment=table7
 	$(TABLE) table=table7
 
@@ -128,6 +128,10 @@ figures: $(STAMP)  ## Every table and figure from the results store + committed 
 .PHONY: launcher-configs
 launcher-configs: $(STAMP)  ## Slurm job shapes of the paper models from their shapes -> conf/hydra/launcher/slurm_<model>.yaml
 	$(PY) experiments/launcher_configs.py
+
+.PHONY: readme
+readme: $(STAMP)  ## Rewrite README.md's result tables (<!-- results: FILE --> blocks) from the committed figures/ files
+	$(PY) experiments/readme.py
 
 .PHONY: promote
 promote: $(STAMP)  ## Copy the records behind figures/*.csv from results/ into results_committed/v1/ (commit them with the figures)
