@@ -268,3 +268,14 @@ def test_anchor_rows_are_told_apart_by_repair_and_heal_and_show_percent_of_basel
     assert display(frame)["KL"].iloc[1] == "0.5 [0.4, 0.6]"
     notes = " ".join(frame.attrs["notes"])
     assert "published: ReplaceMe, lstsq" in notes and "% of baseline = 100 x Avg" in notes
+
+
+def test_a_table_row_names_the_layers_its_plan_dropped_its_scoring_cost_and_wall_time():
+    run = record("attn", 4, 45.0, experiment="table2", key="a4")
+    run.plan = {"num_layers": 30, "attn": [4, 5, 6, 9], "mlp": [13], "blocks": []}
+    run.forward_equivalents, run.wall_s = 2.1, 300.5
+    base = record("none", 0, 50.0, experiment=None, key="base")
+    frame = build_table([run, base], "table2", "smollm2-135m", "embedded")
+    row = frame.set_index("key").loc["a4"]
+    got = (row["dropped layers"], row["scoring passes"], row["wall s"])
+    assert got == ("attn 4-6, 9; mlp 13", 2.1, 300.5)

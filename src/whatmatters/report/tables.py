@@ -178,6 +178,26 @@ def _fidelity_columns(r: RunRecord) -> dict[str, Any]:
     return row
 
 
+def _layers(indices: list[int]) -> str:
+    """Layer indices as ranges: [4, 5, 6, 9] -> `4-6, 9`."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def _run_columns(r: RunRecord) -> dict[str, Any]:
+    """What the record says about the run itself, so prose can quote it: the layers its plan dropped
+    (`attn 4-9, 12; mlp 13`), its scoring cost in forward-pass equivalents (one-shot cosine: 1), wall time."""
+    plan = r.plan or {}
+    kinds = [(k, plan.get(k) or []) for k in ("blocks", "attn", "mlp")]
+    dropped = "; ".join(f"{k.removesuffix('s')} {_layers(idx)}" for k, idx in kinds if idx)
+    return {"dropped layers": dropped or None, "scoring passes": r.forward_equivalents, "wall s": r.wall_s}
+
+
 def _measure_notes(frame: pd.DataFrame) -> list[str]:
     """What the retained and fidelity columns mean, where the table has them."""
     notes = []
@@ -185,6 +205,11 @@ def _measure_notes(frame: pd.DataFrame) -> list[str]:
         notes.append(
             "% of baseline = 100 x Avg / the baseline's Avg (the repair papers' retained performance, a "
             "ratio of the averages), ± = the ΔAvg paired SE on the same scale."
+        )
+    if "dropped layers" in frame:
+        notes.append(
+            "dropped layers = the plan's original layer indices; scoring passes = the scoring cost in "
+            "forward-pass equivalents (one-shot cosine: 1); wall s = the run's wall time in seconds (record)."
         )
     if "KL" in frame:
         notes.append(
@@ -223,7 +248,9 @@ def build_table(
             delta, se = avg_difference(base, r)
             row |= {"ΔAvg": delta, "ΔAvg ±": se, "ΔAvg flag": None if se is not None else "unpaired"}
             row |= _retained_columns(base, r, se)
-        row |= _fidelity_columns(r) | _weight_columns(r) | _speed_columns(r) | _sdr_columns(r)
+        row |= (
+            _fidelity_columns(r) | _weight_columns(r) | _speed_columns(r) | _sdr_columns(r) | _run_columns(r)
+        )
         if paper_table:
             row |= _paper_columns(refs[r.key], paper_table)
         rows.append(row | {"key": r.key})
@@ -294,6 +321,9 @@ COLUMN_ORDER += (
     "paper Avg",
     "paper speedup",
     "paper SDR",
+    "dropped layers",
+    "scoring passes",
+    "wall s",
     "key",
 )
 
