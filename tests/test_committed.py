@@ -128,3 +128,9 @@ def test_readers_take_the_committed_records_beside_the_store_and_the_local_recor
     store.put(record("attn", 4, 10.0, experiment="table2", key="attn4"))  # a re-run, not yet promoted
     got = {r.key: r.eval.avg for r in committed.all_records(store.root, tmp_path / "committed")}
     assert got == {"attn4": 10.0, "attn8": 42.0, "base": 50.0}
+
+
+def test_the_files_make_figures_writes_from_records_are_told_apart_from_the_others():
+    ours = ["table2.md", "table2_m_s_paired.csv", "heatmap_smollm2-135m.png", "sdr_m.pdf"]
+    others = ["table4.md", "table4_x.csv", "architectures.png", "quant_scores_smollm2-135m_int4.md"]
+    assert [bool(figures.FROM_RECORDS.match(n)) for n in ours + others] == [True] * 4 + [False] * 4
