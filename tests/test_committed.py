@@ -134,3 +134,24 @@ def test_the_files_make_figures_writes_from_records_are_told_apart_from_the_othe
     ours = ["table2.md", "table2_m_s_paired.csv", "heatmap_smollm2-135m.png", "sdr_m.pdf"]
     others = ["table4.md", "table4_x.csv", "architectures.png", "quant_scores_smollm2-135m_int4.md"]
     assert [bool(figures.FROM_RECORDS.match(n)) for n in ours + others] == [True] * 4 + [False] * 4
+
+
+def test_promote_app_takes_the_run_a_committed_heatmap_draws(tmp_path):
+    from omegaconf import OmegaConf
+
+    from whatmatters.apps.promote import promote
+
+    store = ResultsStore(tmp_path / "results")
+    scores = {"attn": [0.3, 0.1], "mlp": [0.9, 0.1], "block": [0.9, 0.2]}
+    store.put(record("attn", 4, 46.0, key="a4", scores=scores))
+    store.put(record("attn", 8, 42.0, key="a8", scores=scores))
+    figures.figure_files(list(store.records()), tmp_path / "figs")
+    for csv in (tmp_path / "figs").glob("*.csv"):
+        csv.unlink()  # the heatmap names its run in its title only
+    paths = {
+        "results_dir": store.root,
+        "committed_dir": tmp_path / "committed",
+        "figures_dir": tmp_path / "figs",
+    }
+    written = promote(OmegaConf.create({k: str(v) for k, v in paths.items()} | {"experiments": []}))
+    assert [p.stem for p in written] == ["a4"]  # heatmap_runs draws the first key of its scoring setting

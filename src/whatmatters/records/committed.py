@@ -63,9 +63,11 @@ def promote(
     committed_dir: str | Path,
     figures_dir: str | Path,
     experiments: Iterable[str] = (),
+    keys: Iterable[str] = (),
 ) -> list[Path]:
     """Copy into the committed set the local records behind every figures/*.csv (its `key` column) and every
-    record of `experiments` with the baselines of their settings; returns the files written or changed.
+    record of `experiments` with the baselines of their settings, and `keys` (a figure that names its run
+    elsewhere than a CSV: a heatmap's title); returns the files written or changed.
     The store's file is copied byte for byte, so promoting twice changes nothing.
 
     A key a CSV names that neither the store nor the committed set holds is an error naming the CSV (re-run
@@ -79,7 +81,7 @@ def promote(
     named = [r for r in local.values() if set(experiments) & set(r.experiments)]
     settings = [base_setting(r.setting()) for r in named]
     bases = [r for r in local.values() if r.is_baseline and r.setting() in settings]
-    wanted |= {r.key for r in named + bases}
+    wanted |= {r.key for r in named + bases} | set(keys)
     # A legacy figure redrawn from new runs names keys the store holds: they come along, and the stem leaves
     # the list below once all its keys are committed. Its lost keys are no error.
     wanted |= {k for keys in keys_behind(figures_dir).values() for k in keys if k in local}
