@@ -23,6 +23,7 @@ from whatmatters.apps import run as run_app
 from whatmatters.method.score_data import Scores
 from whatmatters.records.claims import Claim, claim_path
 from whatmatters.records.store import ResultsStore, StoreError
+from whatmatters.report.table_files import write_experiment_table
 
 FORK = multiprocessing.get_context("fork")
 SCORES = Scores(attn=[0.1, 0.2], mlp=[0.3, 0.4], block=[0.5, 0.6], meta={"criterion": "cosine"})
@@ -124,6 +125,7 @@ def test_a_full_disk_fails_the_record_write_naming_the_file_and_the_fix(tmp_path
 FULL_DISK = """
 import json, sys
 from whatmatters.records.store import ResultsStore, StoreError
+from whatmatters.report.table_files import write_experiment_table
 try:
     ResultsStore(sys.argv[1]).put(json.loads(open(sys.argv[2]).read()))
 except StoreError as err:
@@ -148,3 +150,15 @@ def test_a_really_full_tmpfs_fails_the_record_write_and_leaves_nothing(tmp_path)
     assert "attn4.json: results record not written (No space left on device)" in out.stdout, out
     assert "rc=3" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "filler"  # no record, no temporary file
+
+
+def test_a_table_from_a_store_with_a_corrupt_record_is_written_from_the_others(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    for target, n, avg in (("none", 0, 50.0), ("attn", 4, 49.0), ("attn", 8, 45.0)):
+        store.put(record_dict(target, n, avg))
+    store.path("attn8").write_text(store.path("attn8").read_text()[:50])  # a node died in a non-atomic copy
+    with pytest.warns(UserWarning, match=r"attn8.json: unreadable results record"):
+        md = write_experiment_table(
+            store.records(), "table2", "smollm2-135m", "embedded", {}, tmp_path / "fig"
+        )
+    assert "Attn-4" in md.read_text() and "Attn-8" not in md.read_text()
