@@ -94,3 +94,19 @@ def with_docs(rec: RunRecord, values: list[float], ids: list[str] | None = None)
     task.docs = Docs(ids=ids, values=values)
     task.value = rec.eval.avg = 100.0 * sum(values) / len(values)
     return rec
+
+
+@pytest.fixture
+def saved_axes(monkeypatch):
+    """The first axes of every figure `report.plots.save_figure` saves, by file stem, kept open so a test
+    reads what was drawn (the figure tests assert the data each figure draws)."""
+    from whatmatters.report import plots
+
+    kept, save = {}, plots.save_figure
+
+    def keep(fig, stem, data):
+        kept[stem.name] = fig.axes[0]
+        return save(fig, stem, data)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return kept

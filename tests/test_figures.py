@@ -224,25 +224,12 @@ def test_one_shot_vs_iterative_csv_pairs_each_iterative_run_with_its_one_shot_ru
     assert data[data.key != "it"][["Δ vs one-shot", "Δ vs one-shot paired SE"]].isna().all().all()
 
 
-@pytest.fixture
-def axes(monkeypatch):
-    """The axes of every figure saved, by file stem, kept open for the test to read what was drawn."""
-    kept, save = {}, plots.save_figure
-
-    def keep(fig, stem, data):
-        kept[stem.name] = fig.axes[0]
-        return save(fig, stem, data)
-
-    monkeypatch.setattr(plots, "save_figure", keep)
-    return kept
-
-
 def _with_chance(rec, chance: float):
     rec.eval.tasks["wm_cloze"].chance = chance
     return rec
 
 
-def test_drop_curves_colour_and_offset_each_targets_bars_and_draw_the_suites_chance(tmp_path, axes):
+def test_drop_curves_colour_and_offset_each_targets_bars_and_draw_the_suites_chance(tmp_path, saved_axes):
     base = with_docs(record("none", 0, 0.0, experiment=None, key="base"), [1, 1, 0, 0, 1, 0])
     attn = with_docs(record("attn", 4, 0.0, key="a4"), [1, 0, 0, 1, 1, 0])
     mlp = with_docs(record("mlp", 4, 0.0, key="m4"), [1, 0, 0, 0, 1, 0])
@@ -250,7 +237,7 @@ def test_drop_curves_colour_and_offset_each_targets_bars_and_draw_the_suites_cha
         _with_chance(r, 25.0)
     (fs,) = plots.figure_sets([base, attn, mlp])
     plots.drop_curves(fs, tmp_path / "curves")
-    ax = axes["curves"]
+    ax = saved_axes["curves"]
     lines = {line.get_label(): line for line in ax.lines}
     assert list(lines["chance (25.0)"].get_ydata()) == [25.0, 25.0]
     assert lines["attn"].get_xydata().tolist() == [[-0.06, 50.0], [3.94, 50.0]]  # offset left of n
@@ -262,21 +249,21 @@ def test_drop_curves_colour_and_offset_each_targets_bars_and_draw_the_suites_cha
     assert pd.read_csv(tmp_path / "curves.csv")["chance Avg"].tolist() == [25.0] * 4
 
 
-def test_one_shot_vs_iterative_draws_the_paired_difference_to_the_one_shot_run(tmp_path, axes):
+def test_one_shot_vs_iterative_draws_the_paired_difference_to_the_one_shot_run(tmp_path, saved_axes):
     base = with_docs(record("none", 0, 0.0, experiment=None, key="base"), [1, 1, 0, 0, 1, 0])
     one_shot = with_docs(record("attn", 4, 0.0, key="os"), [1, 1, 0, 1, 1, 0])
     iterative = with_docs(record("attn", 4, 0.0, key="it", mode="iterative"), [1, 0, 0, 0, 1, 1])
     (fs,) = plots.figure_sets([base, one_shot, iterative], swept=("mode",))
     delta, se, _ = paired_difference(one_shot.eval, iterative.eval)
     plots.one_shot_vs_iterative(fs, tmp_path / "both")
-    ax = axes["both"]
+    ax = saved_axes["both"]
     (curve,) = [line for line in ax.lines if line.get_label() == "attn"]  # one line: iterative - one-shot
     assert curve.get_xydata().tolist() == [[4.0, pytest.approx(delta)]] and delta < 0
     ((bar,),) = [c.lines[2][0].get_segments() for c in ax.containers]
     assert bar.ravel().tolist() == pytest.approx([4.0, delta - se, 4.0, delta + se])
 
 
-def test_sdr_plot_uses_symlog_so_an_outlier_leaves_every_point_readable(tmp_path, axes):
+def test_sdr_plot_uses_symlog_so_an_outlier_leaves_every_point_readable(tmp_path, saved_axes):
     runs = [record("none", 0, 50.0, key="base")]
     for n, sdr, speedup in ((2, 26.6, 1.01), (4, 0.03, 1.05), (8, -0.09, 1.12)):
         r = record("mlp", n, 45.0, key=f"m{n}", sdr={"value": sdr, "low": sdr - 0.01, "high": sdr + 0.01})
@@ -284,7 +271,7 @@ def test_sdr_plot_uses_symlog_so_an_outlier_leaves_every_point_readable(tmp_path
         runs.append(r)
     (fs,) = plots.figure_sets(runs)
     plots.sdr_vs_speedup(fs, tmp_path / "sdr")
-    ax = axes["sdr"]
+    ax = saved_axes["sdr"]
     assert ax.get_yscale() == "symlog" and ax.yaxis.get_transform().linthresh == pytest.approx(0.03)
     (points,) = [c.lines[0] for c in ax.containers]
     assert points.get_xydata().ravel().tolist() == pytest.approx([1.01, 26.6, 1.05, 0.03, 1.12, -0.09])
