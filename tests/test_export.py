@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer
 
-from conftest import TINY, tiny_model
+from conftest import TINY, record_dict, tiny_model
 from whatmatters import data, models
 from whatmatters.apps import export as export_app
 from whatmatters.apps.validate import ConfigError
@@ -26,6 +26,7 @@ from whatmatters.export.layers import ExportError, export_layers
 from whatmatters.method.plans import Plan, make_plan, parse_label
 from whatmatters.method.scores import compute_scores
 from whatmatters.method.surgery import apply_plan
+from whatmatters.records.store import ResultsStore
 
 ROOT = Path(__file__).parents[1]
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
@@ -89,7 +90,6 @@ def test_gguf_of_an_attention_and_mlp_plan_is_deci_with_per_layer_arrays_and_no_
     zero = next(t for t in reader.tensors if t.name == "blk.1.ffn_down.weight")
     assert not np.asarray(zero.data).any()
     assert Plan.from_dict(json.loads(field(reader, gguf_export.PLAN_KEY))) == plan
-    assert gguf_export.read_layout(tmp_path / "m.gguf")[1]["head_count_kv"] == [kv, kv, 0]
 
 
 def test_gguf_of_a_block_plan_is_the_llama_architecture_with_fewer_layers(tmp_path, smol_tokenizer):
@@ -240,6 +240,26 @@ def test_export_app_writes_both_formats_of_a_saved_pruned_folder(tmp_path, smol_
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["plan"]["attn"] == [1]
 
 
+def test_export_app_cuts_a_run_records_model_to_its_plan_and_checks_the_plan_before_loading(
+    tmp_path, smol_tokenizer
+):
+    folder = tmp_path / "original"
+    tiny(**NEMO).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    plan = Plan(4, attn=[1, 3], mlp=[3])
+    store = ResultsStore(tmp_path / "results")
+    model_cfg = {"model": {"name_or_path": str(folder)}}
+    store.put(record_dict("attn", 2, 50.0, plan=plan.to_dict(), config=model_cfg))
+    out = export_app.export(
+        _cfg("source=attn2", f"results_dir={store.root}", "gguf.dtype=f16"), tmp_path / "out"
+    )
+    assert out["source_kind"] == "record" and Plan.from_dict(out["plan"]) == plan
+    assert out["gguf"]["layers"] == 3 and out["nemotron"]["layers"] == 3  # layer 3 lost both: removed
+    store.put(record_dict("attn", 1, 50.0, plan=Plan(4, attn=[0]).to_dict(), config=model_cfg))
+    with pytest.raises(ConfigError, match="^formats=.*first written layer"):  # vLLM's limit, known pre-load
+        export_app.check(_cfg("source=attn1", f"results_dir={store.root}"))
+
+
 # --- llama.cpp runs the export like transformers runs the pruned model -----------------------------------
 PLANS = ("attn-8", "joint-8", "block-4", "mlp-4")
 
@@ -276,6 +296,26 @@ def test_llama_cpp_runs_the_f32_export_with_the_pruned_models_log_probs_within_1
     worst, agree = _compare(model, tokenizer, tmp_path / "m.gguf", flash_attn=False, kv_type="f32")
     assert worst <= 1e-3, (label, worst)
     assert agree >= 0.99, (label, agree)
+
+
+@needs_llama_cpp
+def test_q8_0_export_goes_through_llama_cpps_quantizer_and_keeps_the_per_layer_arrays(
+    tmp_path, smol_tokenizer
+):
+    from whatmatters.export import llamacpp
+
+    path = tmp_path / "m.gguf"
+    gguf_export.write_gguf(
+        tiny(Plan(4, attn=[1], mlp=[2])), smol_tokenizer, path, "q8_0", tokenizer_pre="smollm"
+    )
+    reader = gguf.GGUFReader(path)
+    assert field(reader, "general.file_type") == gguf.LlamaFileType.MOSTLY_Q8_0
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == types["blk.2.ffn_down.weight"] == gguf.GGMLQuantizationType.Q8_0
+    kv = TINY["num_key_value_heads"]
+    assert field(reader, "deci.attention.head_count_kv") == [kv, 0, kv, kv]
+    assert np.isfinite(llamacpp.next_token_logprobs(llamacpp.load(path, n_ctx=64), [1, 2, 3])).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.gguf"]  # no temporary file left
 
 
 F16_TOLERANCE = 0.25  # max |d log p| over the whole vocabulary, f16 weights and KV cache, flash attention

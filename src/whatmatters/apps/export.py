@@ -91,14 +91,16 @@ def check(cfg: DictConfig) -> str:
             )
         config = AutoConfig.from_pretrained(cfg.source)
     else:
-        config = models.model_config(_record(cfg).config["model"]["name_or_path"])
+        record = _record(cfg)
+        config = models.model_config(record.config["model"]["name_or_path"])
+    plan = record.plan if kind == "record" else getattr(config, "drop_plan", None)
     if config is not None:
-        _check_config(cfg, config)
+        _check_config(cfg, config, plan)
     return kind
 
 
-def _check_config(cfg: DictConfig, config) -> None:
-    """What the model's config.json (and a saved plan) already rules out, before loading weights."""
+def _check_config(cfg: DictConfig, config, plan: dict | None) -> None:
+    """What the model's config.json and a known plan (saved or recorded) already rule out, before loading."""
     model_type = config.model_type.removeprefix(PREFIX)
     if model_type not in LLAMA_FAMILY:
         fail(
@@ -112,7 +114,6 @@ def _check_config(cfg: DictConfig, config) -> None:
             nemotron.ffn_mult(config.intermediate_size, config.hidden_size)
         except ExportError as err:
             fail("formats", list(cfg.formats), str(err), "formats=[gguf]")
-    plan = getattr(config, "drop_plan", None)
     if plan is not None:
         try:
             layers = export_layers(Plan.from_dict(plan))

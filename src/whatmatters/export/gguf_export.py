@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -59,7 +59,6 @@ class GgufLayout:
     head_count_kv: list[int]
     feed_forward_length: list[int]
     dummy_first: bool
-    sources: list[int | None] = field(default_factory=list)  # original layer of each written one
 
     def kv_bytes_per_token(self, head_dim: int, bytes_per_value: int = 2) -> int:
         """K and V bytes one cached token takes in llama.cpp with flash attention on (f16 cache: 2 bytes)."""
@@ -76,11 +75,10 @@ def layout(model: PreTrainedModel) -> tuple[GgufLayout, list[ExportLayer]]:
     heads = [c.num_attention_heads if layer.attn else 0 for layer in layers]
     kv = [c.num_key_value_heads if layer.attn else 0 for layer in layers]
     ffn = [c.intermediate_size if layer.mlp else ZERO_FFN for layer in layers]
-    sources: list[int | None] = [layer.source for layer in layers]
     dummy = bool(heads) and heads[0] == 0
     if dummy:
-        heads, kv, ffn, sources = [c.num_attention_heads, *heads], [0, *kv], [0, *ffn], [None, *sources]
-    return GgufLayout("deci" if dropped_sub else "llama", heads, kv, ffn, dummy, sources), layers
+        heads, kv, ffn = [c.num_attention_heads, *heads], [0, *kv], [0, *ffn]
+    return GgufLayout("deci" if dropped_sub else "llama", heads, kv, ffn, dummy), layers
 
 
 def write_gguf(
@@ -228,7 +226,7 @@ def _add_tokenizer(
     if backend.get("type") != "BPE" or backend.get("byte_fallback"):
         raise ExportError(
             f"The tokenizer is {backend.get('type')!r} (byte_fallback={backend.get('byte_fallback')}); this "
-            "exporter writes byte-level BPE tokenizers only (SmolLM2, Llama-3, Mistral-Nemo). Fix: export a "
+            "exporter writes byte-level BPE tokenizers only (SmolLM2, Llama-3). Fix: export a "
             "model with a byte-level BPE tokenizer, or convert this one with llama.cpp's convert_hf_to_gguf."
         )
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
@@ -259,19 +257,3 @@ def _add_tokenizer(
     special.add_special_token["bos"] = bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
     special.add_to_gguf(writer, quiet=True)
     writer.add_add_space_prefix(False)
-
-
-def read_layout(path: str | Path) -> tuple[str, dict[str, list[int]], dict]:
-    """(architecture, per-layer head_count / head_count_kv / feed_forward_length, the recorded plan) of a GGUF
-    file: what a benchmark or test checks against the plan without llama.cpp."""
-    reader = gguf.GGUFReader(path)
-    arch = reader.fields["general.architecture"].contents()
-    n = reader.fields[f"{arch}.block_count"].contents()
-
-    def per_layer(key: str) -> list[int]:
-        value = reader.fields[f"{arch}.{key}"].contents()
-        return [int(v) for v in value] if isinstance(value, list) else [int(value)] * n
-
-    keys = ("attention.head_count", "attention.head_count_kv", "feed_forward_length")
-    plan = json.loads(reader.fields[PLAN_KEY].contents()) if PLAN_KEY in reader.fields else {}
-    return arch, {k.rpartition(".")[2]: per_layer(k) for k in keys}, plan
