@@ -34,6 +34,8 @@ TINY_RUN = [
     "speed.warmup=0",
     "device=cpu",
     "wandb.mode=disabled",
+    "fidelity.sequences=3",
+    "fidelity.seq_len=8",
 ]
 
 
@@ -178,3 +180,23 @@ def test_without_a_hydra_app_the_config_keeps_its_experiment_name():
 @pytest.mark.parametrize("path", sorted((ROOT / "conf" / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
 def test_no_experiment_file_types_its_own_name(path):
     assert "experiment_name" not in OmegaConf.load(path)
+
+
+def test_every_run_records_its_fidelity_on_held_out_text_and_the_baseline_is_its_own_original(
+    tmp_path, tiny_run
+):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("run", overrides=[*tiny_run, "method.n=2"])
+    record = run_app.run(cfg, tmp_path / "out")
+    base = ResultsStore(tmp_path / "results").get(run_keys.baseline_key(cfg))
+    assert len(record.fidelity["per_seq"]["kl"]) == 3 and record.fidelity["seq_len"] == 8
+    assert (
+        base.fidelity["kl"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+        and base.fidelity["top1"]["value"] == 100
+    )
+    assert record.fidelity["kl"]["value"] > 0
+    # The pruned run's original is the baseline model: the same perplexity on the same sequences.
+    assert record.fidelity["ppl_original"]["value"] == pytest.approx(base.fidelity["ppl"]["value"], rel=1e-5)
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        other = compose("run", overrides=[*tiny_run, "method.n=2", "fidelity.sequences=4"])
+    assert run_keys.run_key(other) != run_keys.run_key(cfg)  # the held-out set decides the record's numbers

@@ -186,21 +186,30 @@ def test_heatmap_app_titles_name_the_model_criterion_data_and_scores_file(tmp_pa
     assert title == f"m: magnitude importance, data lee 16 x 2048 ({tmp_path / 'run1' / 'scores.json'})"
 
 
-def test_drop_curve_points_carry_the_paired_difference_and_draw_it_as_the_error_bar(tmp_path, monkeypatch):
+def test_drop_curves_draw_the_paired_95_interval_and_a_kl_panel_with_its_interval(tmp_path, monkeypatch):
     base = with_docs(record("none", 0, 0.0, experiment=None, key="base"), [1, 1, 0, 0, 1, 0])
     run = with_docs(record("attn", 4, 0.0, key="a4"), [1, 0, 0, 1, 1, 0])
+    base.fidelity = {"kl": {"value": 0.0, "low": 0.0, "high": 0.0}}
+    run.fidelity = {"kl": {"value": 0.2, "low": 0.15, "high": 0.3}}
     unpaired = record("attn", 8, 40.0, key="a8")  # no per-doc values: its difference is plain, no bar
     (fs,) = plots.figure_sets([base, run, unpaired])
     delta, se, _ = paired_difference(base.eval, run.eval)
-    bars, save = [], plots.save_figure
+    bars, kl_bars, save = [], [], plots.save_figure
 
     def keep(fig, stem, data):
-        bars.extend(seg.tolist() for c in fig.axes[0].containers for seg in c.lines[2][0].get_segments())
+        for axis, out in ((fig.axes[0], bars), (fig.axes[1], kl_bars)):
+            out.extend(seg.tolist() for c in axis.containers for seg in c.lines[2][0].get_segments())
         return save(fig, stem, data)
 
     monkeypatch.setattr(plots, "save_figure", keep)
     plots.drop_curves(fs, tmp_path / "curves")
-    assert bars == [[[4.0, run.eval.avg - se], [4.0, run.eval.avg + se]]]  # one bar: the paired point's
+    half = 1.96 * se  # one bar: the paired point's 95% interval
+    assert len(bars) == 1 and [y for _, y in bars[0]] == pytest.approx(
+        [run.eval.avg - half, run.eval.avg + half]
+    )
+    # KL: the baseline's degenerate bar at 0 and the run's asymmetric bootstrap interval (x dodged by target)
+    assert [seg[0][1] for seg in kl_bars] == pytest.approx([0.0, 0.15])
+    assert [seg[1][1] for seg in kl_bars] == pytest.approx([0.0, 0.3])
     data = pd.read_csv(tmp_path / "curves.csv").set_index("key")
     assert data.at["a4", "ΔAvg"] == pytest.approx(delta)
     assert data.at["a4", "ΔAvg paired SE"] == pytest.approx(se)

@@ -116,9 +116,33 @@ def test_ideal_speedup_of_a_residual_removal_plan_is_one_since_it_keeps_every_at
     assert ideal.ideal_speedup(PROFILE, plan) == pytest.approx(1 / (1 - 0.05))
 
 
-def test_realized_speedup_exceeds_ideal_only_beyond_its_interval():
-    assert ideal.exceeds_ideal(Estimate(1.30, 1.25, 1.35, ()), ideal=1.11)
-    assert not ideal.exceeds_ideal(Estimate(1.12, 1.09, 1.15, ()), ideal=1.11)  # within noise
+def test_realized_speedup_exceeds_ideal_only_when_its_interval_lies_above_the_ideals():
+    assert ideal.exceeds_ideal(Estimate(1.30, 1.25, 1.35, ()), ideal_high=1.11)
+    assert not ideal.exceeds_ideal(Estimate(1.12, 1.09, 1.15, ()), ideal_high=1.11)  # within noise
+    assert not ideal.exceeds_ideal(
+        Estimate(1.14, 1.12, 1.16, ()), ideal_high=1.13
+    )  # inside the ideal's spread
+
+
+def test_the_ideals_interval_spans_its_profiled_calls():
+    calls = tuple(Profile(1.0, (0.1 * k, 0.1), (0.2, 0.2), (0.3, 0.3)) for k in (1.0, 1.5, 2.0))
+    prof = Profile(*[getattr(calls[1], f) for f in ("total_s", "attn_s", "mlp_s", "block_s")], calls=calls)
+    low, high = ideal.ideal_interval(prof, Plan(2, attn=(0,)))
+    assert (low, high) == pytest.approx((1 / 0.9, 1 / 0.8))
+    assert low < ideal.ideal_speedup(prof, Plan(2, attn=(0,))) < high
+
+
+def test_blocked_interval_carries_the_drift_between_blocks_that_a_flat_one_misses():
+    # Three blocks whose medians drift (1.00, 1.03, 1.06), each tight inside: the flat bootstrap of all twelve
+    # ratios is narrower than the spread of the block medians; the blocked one covers every block's median.
+    ratios = [b + 0.002 * i for b in (1.00, 1.03, 1.06) for i in range(4)]
+    flat = metrics.median_interval(ratios, 0)
+    blocked = metrics.blocked_median_interval(ratios, [4, 4, 4], 0)
+    assert blocked.high - blocked.low > flat.high - flat.low
+    assert blocked.low <= 1.0031 and blocked.high >= 1.0629  # the first and last blocks' medians
+    assert metrics.blocked_median_interval(ratios, [12], 0) == flat
+    assert Job(1, 8, 2, repeats=20, blocks=3).block_sizes == [7, 7, 6]
+    assert Job(1, 8, 2, repeats=1, blocks=3).block_sizes == [1]
 
 
 def test_pair_record_flags_a_speedup_above_the_plans_ideal():

@@ -197,3 +197,20 @@ def _free_bytes(device: str) -> int:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.mem_get_info(torch.device(device))[0]
     return psutil.virtual_memory().available
+
+
+def check_fidelity(cfg: DictConfig) -> None:
+    """`fidelity`: null, or positive whole numbers of held-out sequences, tokens per sequence and batch."""
+    spec = cfg.get("fidelity")
+    if spec is None:
+        return
+    for name, fix in (("sequences", 64), ("seq_len", 128), ("batch_size", 8)):
+        value = spec.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "seq_len" else 1):
+            low = 2 if name == "seq_len" else 1
+            fail(
+                f"fidelity.{name}",
+                value,
+                f"a whole number >= {low}",
+                f"fidelity.{name}={fix} (or fidelity=null)",
+            )

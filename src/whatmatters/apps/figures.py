@@ -14,7 +14,7 @@ from whatmatters.method.score_data import Scores
 from whatmatters.paper import TABLES
 from whatmatters.records.committed import all_records
 from whatmatters.records.store import RunRecord
-from whatmatters.report import pareto, plots
+from whatmatters.report import ordering, pareto, plots
 from whatmatters.report.table_files import write_experiment_table
 from whatmatters.report.tables import TableError
 
@@ -51,10 +51,22 @@ def figure_files(records: list[RunRecord], out: Path) -> list[Path]:
         written += plots.drop_curves(fs, out / f"drop_curves_{fs.name}")
         written += plots.speed_bars(fs, out / f"speed_{fs.name}")
         written += plots.sdr_vs_speedup(fs, out / f"sdr_{fs.name}")
+        written += _ordering(fs, out / f"ordering_{fs.name}")
     for fs in plots.figure_sets(records, swept=("mode",)):
         if len({r.mode for r in fs.runs}) > 1:
             written += plots.one_shot_vs_iterative(fs, out / f"one_shot_vs_iterative_{fs.name}")
     return written
+
+
+def _ordering(fs: plots.FigureSet, stem: Path) -> list[Path]:
+    """Attention minus MLP and minus Block at each n, on accuracy and KL, paired (`report.ordering`)."""
+    table = ordering.ordering_table(fs.runs)
+    if table.empty:
+        return []
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+    md = f"{fs.title}\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n"
+    atomic_write_text(stem.with_suffix(".md"), md)
+    return [stem.with_suffix(".csv"), stem.with_suffix(".md")]
 
 
 def speed_accuracy(

@@ -39,7 +39,7 @@ from whatmatters.apps.common import (
 from whatmatters.eval import evaluate
 from whatmatters.measure import budget, clock, memory, speed, timing
 from whatmatters.measure.job import Job, job_for_quant, job_from_config
-from whatmatters.method import heal, quant, repair
+from whatmatters.method import analysis, heal, quant, repair
 from whatmatters.method.drop import DropResult
 from whatmatters.method.plans import Plan
 from whatmatters.method.scores import Scores
@@ -83,6 +83,18 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
         return _measure_baseline(cfg, store, key, out_dir)
 
 
+def _fidelity(cfg: DictConfig, original, pruned, tokenizer) -> dict | None:
+    """KL(original || pruned), perplexity and top-1 agreement on held-out text, per sequence and summarized
+    with intervals (`fidelity: null` in the config skips it). The baseline is its own original (KL 0)."""
+    spec = cfg.get("fidelity")
+    if spec is None:
+        return None
+    ids = data.heldout_ids(tokenizer, spec.sequences, spec.seq_len)
+    per_seq = analysis.fidelity(original, pruned, ids, spec.batch_size)
+    summary = metrics.fidelity_summary(per_seq, seed=cfg.seed)
+    return {"corpus": "wikipedia (held out)", **OmegaConf.to_container(spec), **summary, "per_seq": per_seq}
+
+
 def _measure_baseline(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRecord:
     """Evaluate and time the unpruned model, and store its record under `key` (held by this worker)."""
     print(f"[baseline] {key}: measuring the unpruned model", flush=True)
@@ -105,6 +117,7 @@ def _measure_baseline(cfg: DictConfig, store: ResultsStore, key: str, out_dir: P
         num_layers=model.config.num_hidden_layers,
         eval=evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed).to_dict(),
         speed=speed.baseline_record(measured),
+        fidelity=_fidelity(cfg, model, model, tokenizer),
         sdr=None,
         quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
         params={"before": size, "after": size} | quant.describe(model, qspec),
@@ -272,6 +285,14 @@ def _time_pair(cfg: DictConfig, model, original_bytes: int, job: Job) -> tuple[s
     return pair, original_model
 
 
+def _delta_se(base: RunRecord, accuracy: dict) -> float | None:
+    """The paired SE of the run's Avg change, which SDR's interval carries (None: records not pairable)."""
+    try:
+        return metrics.paired_difference(base.eval, accuracy)[1]
+    except metrics.UnpairedError:
+        return None
+
+
 def _pruned_record(
     cfg: DictConfig, key: str, base: RunRecord, result: DropResult, measured: dict, start: float
 ) -> RunRecord:
@@ -297,8 +318,11 @@ def _pruned_record(
         scores={k: getattr(result.scores, k) for k in ("attn", "mlp", "block")},
         eval=accuracy,
         speed=pair.record(measured["profile"], result.plan),
+        fidelity=measured["fidelity"],
         baseline_avg=base.eval.avg,
-        sdr=metrics.sdr_estimate(base.eval.avg, accuracy["avg"], pair.speedups()["generate"]),
+        sdr=metrics.sdr_estimate(
+            base.eval.avg, accuracy["avg"], pair.speedups()["generate"], _delta_se(base, accuracy)
+        ),
         quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
         params=measured["params"],
         wall_s=round(time.perf_counter() - start, 1),
@@ -378,6 +402,7 @@ def _run(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRe
     )
     measured["pair"], original_model = _time_pair(cfg, model, original_bytes, job)
     measured["profile"] = timing.profile(original_model, job)
+    measured["fidelity"] = _fidelity(cfg, original_model, model, tokenizer)
     record = _pruned_record(cfg, key, base, result, measured, start)
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir)

@@ -41,6 +41,8 @@ def key_spec(cfg: DictConfig, *parts: str) -> dict:
         spec["scoring"] = {"batch_size": cfg.batch_size, "angular": angular}
     if "eval" in spec:
         spec["eval_tasks"] = [asdict(task) for task in task_specs(cfg.eval.suite)]
+        if cfg.get("fidelity") is not None:  # held-out text the run is compared to its original on
+            spec["fidelity"] = OmegaConf.to_container(cfg.fidelity, resolve=True)
     return spec | {"seed": cfg.seed, "version": version("whatmatters")}
 
 

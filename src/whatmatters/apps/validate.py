@@ -21,6 +21,7 @@ from whatmatters.apps.config_checks import (
     angular_bytes,
     check_common,
     check_data,
+    check_fidelity,
     check_heal,
     check_memory,
     check_repair,
@@ -79,6 +80,7 @@ def check(cfg: DictConfig, app: str) -> Checked:
         evaluate.check_suite(cfg.eval)  # unknown tasks, or the paper suite offline: fails before any load
         check_heal(cfg)
         check_repair(cfg, config)
+        check_fidelity(cfg)
         if cfg.speed.dtype != cfg.model.dtype:  # the timed models are the evaluated ones, in their dtype
             fail(
                 "speed.dtype",

@@ -33,6 +33,10 @@ class Job:
     repeats: int = 3
     warmup: int = 1
     seed: int = 0  # of the random prompt (original and pruned models read the same tokens) and bootstrap
+    # Repeats are timed in up to this many blocks (never more than repeats), each re-warmed first; the
+    # speedup's interval resamples blocks, then repeats within them, so it carries the drift between blocks,
+    # not only the noise within one.
+    blocks: int = 1
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "prompt_len", "new_tokens", "repeats"):
@@ -40,8 +44,16 @@ class Job:
                 raise ValueError(f"Job {name} must be a positive integer, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"Job warmup must be >= 0, got {self.warmup}")
+        if self.blocks < 1:
+            raise ValueError(f"Job blocks must be >= 1, got {self.blocks}")
         if self.dtype not in models.DTYPES:
             raise ValueError(f"Unknown dtype {self.dtype!r}; choose one of {sorted(models.DTYPES)}")
+
+    @property
+    def block_sizes(self) -> list[int]:
+        """Repeats per block, as even as they split (12 in 3: 4, 4, 4; 20 in 3: 7, 7, 6; 1 in 3: 1)."""
+        blocks = min(self.blocks, self.repeats)
+        return [self.repeats // blocks + (i < self.repeats % blocks) for i in range(blocks)]
 
     @property
     def cached_tokens(self) -> int:

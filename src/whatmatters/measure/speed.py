@@ -17,12 +17,12 @@ from transformers import PreTrainedModel
 
 from whatmatters.adapters import adapter_for
 from whatmatters.measure import memory
-from whatmatters.measure.ideal import Profile, exceeds_ideal, ideal_speedup
+from whatmatters.measure.ideal import Profile, exceeds_ideal, ideal_interval, ideal_speedup
 from whatmatters.measure.job import PHASES, Job
 from whatmatters.measure.timing import Timing, alternate, measure, no_progress, pair_fits, profile
 from whatmatters.method.plans import Plan, parse_label
 from whatmatters.method.surgery import apply_plan
-from whatmatters.records.metrics import Estimate, median_interval, paired_ratios
+from whatmatters.records.metrics import Estimate, blocked_median_interval, paired_ratios
 
 if TYPE_CHECKING:
     from whatmatters.method.quant import QuantSpec
@@ -48,7 +48,9 @@ class PairTiming:
         for phase in PHASES:
             base, new = self.original.runs(phase), self.pruned.runs(phase)
             ratios = None if base is None or new is None else paired_ratios(base, new)
-            out[phase] = None if ratios is None else median_interval(ratios, self.original.job.seed)
+            job = self.original.job
+            interval = None if ratios is None else blocked_median_interval(ratios, job.block_sizes, job.seed)
+            out[phase] = interval
         return out
 
     def record(self, prof: Profile, plan: Plan) -> dict:
@@ -57,6 +59,7 @@ class PairTiming:
         every repeat of both models."""
         speedups = self.speedups()
         ideal = ideal_speedup(prof, plan)
+        ideal_low, ideal_high = ideal_interval(prof, plan)
         kv = (
             self.pruned.kv_cache_bytes / self.original.kv_cache_bytes
             if self.original.kv_cache_bytes
@@ -65,7 +68,9 @@ class PairTiming:
         return {
             "speedup": {phase: None if est is None else est.to_dict() for phase, est in speedups.items()},
             "ideal_speedup": ideal,
-            "exceeds_ideal": exceeds_ideal(speedups["generate"], ideal),
+            "ideal_low": ideal_low,
+            "ideal_high": ideal_high,
+            "exceeds_ideal": exceeds_ideal(speedups["generate"], ideal_high),
             "alternated": self.alternated,
             "kv_ratio": kv,
             "job": asdict(self.original.job),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from transformers import PreTrainedModel
@@ -157,14 +157,17 @@ def measure_alternating(
     memory.ensure_fits(estimate, job.device, resident=estimate.weights)
     alone = len(models_) == 1
     runners = [_Runner(*args, job, alone) for args in zip(models_, labels, devices, strict=True)]
-    for _ in range(job.warmup):
-        for runner in runners:
-            runner.warm_up()
-            tick()
-    for _ in range(job.repeats):
-        for runner in runners:
-            runner.timed()
-            tick()
+    for (
+        size
+    ) in job.block_sizes:  # each block re-warms: what carries over between blocks is drift, not warm-up
+        for _ in range(job.warmup):
+            for runner in runners:
+                runner.warm_up()
+                tick()
+        for _ in range(size):
+            for runner in runners:
+                runner.timed()
+                tick()
     return [runner.result() for runner in runners]
 
 
@@ -193,9 +196,10 @@ def alternate(
 # ---------------------------------------------------------------------------------------------
 # Where the time goes: the profile behind the ideal speedup
 # ---------------------------------------------------------------------------------------------
-def profile(model: PreTrainedModel, job: Job, calls: int = 3) -> Profile:
+def profile(model: PreTrainedModel, job: Job, calls: int = 5) -> Profile:
     """Time every attention, MLP and block of an original (unpruned, warmed-up) model over `calls` `generate`
-    calls and keep the median one, so one call slowed by other work on the machine does not set the ideal.
+    calls and keep the median one, so one call slowed by other work on the machine does not set the ideal;
+    every call is kept beside it for the ideal's spread.
 
     A branch is timed from its pre-norm's call to its output (Gemma2/3: the post-norm), i.e. everything a
     drop removes. Every timed module syncs the device twice, which inflates the module times a little
@@ -223,5 +227,7 @@ def profile(model: PreTrainedModel, job: Job, calls: int = 3) -> Profile:
             clock.generate_exactly(model, ids, job)
             total = clock.now(device) - start
             profiles.append(Profile(total, *(tuple(sum(t) for t in spans[kind]) for kind in kinds)))
-    # The median call as a whole, not per-module medians: its module times add up within its own total.
-    return sorted(profiles, key=lambda p: p.total_s)[len(profiles) // 2]
+    # The median call as a whole, not per-module medians: its module times add up within its own total. The
+    # other calls ride along, so the ideal speedup gets a spread of its own (`ideal.ideal_interval`).
+    median = sorted(profiles, key=lambda p: p.total_s)[len(profiles) // 2]
+    return replace(median, calls=tuple(profiles))

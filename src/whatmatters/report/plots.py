@@ -167,9 +167,20 @@ def points(fs: FigureSet) -> pd.DataFrame:
                 "SDR high": r.sdr.high if r.sdr else None,
                 "SDR undefined": r.sdr.reason if r.sdr and r.sdr.value is None else None,
                 "chance Avg": chance_avg(r),
+                **_fidelity_columns(r),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _fidelity_columns(record: RunRecord) -> dict[str, float | None]:
+    """KL to the original, top-1 agreement and perplexity with their 95% intervals (None: not recorded)."""
+    f = record.fidelity or {}
+    out: dict[str, float | None] = {}
+    for key, name in (("kl", "KL"), ("top1", "top-1 %"), ("ppl", "ppl")):
+        est = f.get(key) or {}
+        out |= {name: est.get("value"), f"{name} low": est.get("low"), f"{name} high": est.get("high")}
+    return out
 
 
 def chance_avg(record: RunRecord) -> float | None:
@@ -206,7 +217,7 @@ def _curves(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(curves, ignore_index=True).sort_values(["target", "mode", "n"], ignore_index=True)
 
 
-def _draw_curves(ax: plt.Axes, frame: pd.DataFrame, y: str, err: str) -> None:
+def _draw_curves(ax: plt.Axes, frame: pd.DataFrame, y: str, err: str | tuple[str, str]) -> None:
     """One line per (target, mode), each target in its colour, iterative dashed, and each point's error bar
     in its line's colour. Targets are offset a little along x so bars at one n sit side by side."""
     targets = sorted(frame.target.unique())
@@ -218,24 +229,37 @@ def _draw_curves(ax: plt.Axes, frame: pd.DataFrame, y: str, err: str) -> None:
         label = f"{target} {mode}" if modes > 1 else target
         style = "--" if mode == "iterative" else "-"
         ax.plot(x, part[y], marker="o", ls=style, color=colours[target], label=label)
-        bars = part[y].notna() & part[err].notna()
-        colour = colours[target]
-        ax.errorbar(x[bars], part[y][bars], yerr=part[err][bars], fmt="none", ecolor=colour, capsize=2)
+        errs = [err] if isinstance(err, str) else list(err)  # symmetric, or (below, above)
+        bars = part[y].notna() & part[errs].notna().all(axis=1)
+        yerr = [part[e][bars] for e in errs] if len(errs) == 2 else part[errs[0]][bars]
+        ax.errorbar(x[bars], part[y][bars], yerr=yerr, fmt="none", ecolor=colours[target], capsize=2)
 
 
 def drop_curves(fs: FigureSet, stem: Path) -> list[Path]:
-    """Average accuracy vs number dropped, one line per target: the paper's drop curves. A point's bar is the
-    paired SE of its difference to the baseline (the Avg's own stderr, ~3 points on a sample suite, would hide
-    what the paired comparison resolves); the dotted line is the suite's chance Avg."""
+    """The paper's drop curves, one line per target: average accuracy vs number dropped (left; a bar is the
+    95% interval of the paired difference to the baseline, +-1.96 paired SE, and the dotted line the suite's
+    chance Avg) and KL(original || pruned) on held-out text (right; 95% bootstrap interval over sequences),
+    which measures the same cut without eval-doc noise."""
     frame = _curves(points(fs))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    _draw_curves(ax, frame, "Avg", "ΔAvg paired SE")
+    frame["ΔAvg 95%"] = 1.96 * frame["ΔAvg paired SE"]
+    fig, (acc, kl) = plt.subplots(1, 2, figsize=(10, 4))
+    _draw_curves(acc, frame, "Avg", "ΔAvg 95%")
     chance = frame["chance Avg"].dropna().unique()
     if len(chance) == 1:  # one suite, one chance level (several would mean mixed suites: draw none)
-        ax.axhline(chance[0], color="grey", ls=":", lw=1, label=f"chance ({chance[0]:.1f})")
-    ax.set(xlabel="modules dropped", ylabel="average accuracy (%), bars: paired SE vs baseline")
-    ax.set_title(fs.title, fontsize=8)
-    ax.legend(fontsize=8)
+        acc.axhline(chance[0], color="grey", ls=":", lw=1, label=f"chance ({chance[0]:.1f})")
+    acc.set(xlabel="modules dropped", ylabel="average accuracy (%), bars: 95% paired vs baseline")
+    acc.legend(fontsize=8)
+    if frame["KL"].notna().any():
+        frame["KL err low"], frame["KL err high"] = (
+            frame["KL"] - frame["KL low"],
+            frame["KL high"] - frame["KL"],
+        )
+        _draw_curves(kl, frame, "KL", ("KL err low", "KL err high"))
+        kl.set_yscale("symlog", linthresh=0.01)
+    else:
+        kl.text(0.5, 0.5, "no fidelity in these records", ha="center", va="center", transform=kl.transAxes)
+    kl.set(xlabel="modules dropped", ylabel="KL(original || pruned), nats/token, 95% interval")
+    fig.suptitle(fs.title, fontsize=8)
     fig.tight_layout()
     return save_figure(fig, stem, frame)
 
