@@ -143,8 +143,8 @@ reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot
 	$(if $(DRY_RUN),@true,$(PY) experiments/figures.py)
 
 .PHONY: bench-speed
-bench-speed: $(STAMP)  ## Speedup of attn/mlp/block-8 vs the original, run twice: interval half-width, run-to-run difference (~7 min; quiet machine)
-	$(PY) benchmarks/bench_speed.py
+bench-speed: $(STAMP)  ## Speed intervals across runs: 11 plans timed twice, coverage of each run's median by the other's interval (quiet machine)
+	$(PY) benchmarks/bench_speed.py 'plans=[attn-2,attn-4,attn-8,attn-11,attn-15,mlp-2,mlp-4,mlp-8,block-2,block-4,block-8]'
 
 redundancy-training: $(STAMP)  ## Scores of a randomly initialised vs the trained default -> figures/redundancy_training_*
 	$(PY) experiments/score.py hydra.run.dir=outputs/training/trained

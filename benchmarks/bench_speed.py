@@ -1,13 +1,14 @@
-"""Is the speedup repeatable? The whole speed comparison run twice on the default job (a script, not a test).
+"""Do the speed intervals hold across runs? The speed comparison run twice (a script, not a test).
 
-    .venv/bin/python benchmarks/bench_speed.py                          # ~6-7 min on 2 quiet CPU cores
-    .venv/bin/python benchmarks/bench_speed.py speed.repeats=20 plans=[attn-8]
+    .venv/bin/python benchmarks/bench_speed.py                          # 11 plans, twice (make bench-speed)
+    .venv/bin/python benchmarks/bench_speed.py speed.repeats=20 'plans=[attn-8]'
 
 Takes the speed app's config (conf/speed_bench.yaml, default job conf/speed/cpu.yaml) and its override
 syntax. For each plan and run: the median speedup per phase with its 95% interval half-width, the ideal
-speedup and whether the realized one exceeds it; then, per plan, the run-to-run difference of the medians
-and whether the two intervals overlap. The job is sized for a half-width <= 2% on a quiet machine: run it
-on one, the intervals mean nothing while other work competes for the cores.
+speedup and whether the realized one exceeds it. Then the coverage: how often one run's `generate` median
+lies inside the other run's interval (goal >= 90%), for the blocked interval the records use (blocks of
+re-warmed repeats, resampled at both levels: `metrics.blocked_median_interval`) and, beside it, for a flat
+bootstrap of the same ratios, which ignores the drift between blocks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 from whatmatters import models
 from whatmatters.measure.job import PHASES, Job
 from whatmatters.measure.speed import Comparison, compare
+from whatmatters.records.metrics import Estimate, median_interval
 
 ROOT = Path(__file__).parents[1]
 RUNS = 2
@@ -51,13 +53,29 @@ def main(overrides: list[str]) -> None:
     print(f"{cfg.model.name_or_path}, {job}")
     build = partial(models.load, cfg.model.name_or_path, job.dtype, device)
     runs = [compare(lambda: build()[0], labels, job) for _ in range(RUNS)]
+    blocked: list[tuple[Estimate, Estimate]] = []
+    flat: list[tuple[Estimate, Estimate]] = []
     for label in labels:
         for i, comparison in enumerate(runs, 1):
             print(_line(label, i, comparison))
-        first, second = (c.pairs[label].speedups()["generate"] for c in runs)
-        overlap = first.low <= second.high and second.low <= first.high
-        diff = abs(first.median - second.median) / ((first.median + second.median) / 2)
-        print(f"{label:<8} run-to-run generate difference {diff:.1%}, intervals overlap: {overlap}")
+        pair = [c.pairs[label].speedups()["generate"] for c in runs]
+        blocked.append((pair[0], pair[1]))
+        flat.append((median_interval(pair[0].ratios, job.seed), median_interval(pair[1].ratios, job.seed)))
+        diff = abs(pair[0].median - pair[1].median) / ((pair[0].median + pair[1].median) / 2)
+        print(f"{label:<8} run-to-run generate difference {diff:.1%}")
+    for name, estimates in (("blocked (records)", blocked), ("flat (one level)", flat)):
+        print(_coverage(name, estimates))
+
+
+def _coverage(name: str, estimates: list[tuple[Estimate, Estimate]]) -> str:
+    """How often each run's median lies inside the other run's interval, and the intervals' half-widths."""
+    inside = [b.includes(a.median) for a, b in estimates] + [a.includes(b.median) for a, b in estimates]
+    widths = sorted(e.half_width for pair in estimates for e in pair)
+    return (
+        f"coverage {name}: {sum(inside)}/{len(inside)} = {sum(inside) / len(inside):.0%} of medians inside "
+        f"the other run's interval; half-widths {widths[0]:.1%} .. median {widths[len(widths) // 2]:.1%} .. "
+        f"{widths[-1]:.1%}"
+    )
 
 
 if __name__ == "__main__":
