@@ -116,6 +116,7 @@ APP = {"run": run_app.run, "drop": drop_app.drop, "score": score_app.score}
             r"speed.repeats=0 is not valid: a whole number >= 1.*Fix: speed.repeats=1",
         ),
         ("run", ["speed.new_tokens=0"], r"speed.new_tokens=0 is not valid: a whole number >= 1"),
+        ("run", ["speed.blocks=0"], r"speed.blocks=0 is not valid: a whole number >= 1.*Fix: speed.blocks=1"),
         ("run", ["speed.prompt_len=-8"], r"speed.prompt_len=-8 is not valid: a whole number >= 1"),
         ("run", ["speed.batch_size=1.5"], r"speed.batch_size=1.5 is not valid: a whole number >= 1"),
         (

@@ -22,13 +22,14 @@ from whatmatters.measure.memory import weight_bytes
 
 # The least value of each count of the `speed` group (measure.job.Job rejects less, but only when built,
 # after the model is loaded, scored and evaluated).
-SPEED_LEAST = {"batch_size": 1, "prompt_len": 1, "new_tokens": 1, "repeats": 1, "warmup": 0}
+SPEED_LEAST = {"batch_size": 1, "prompt_len": 1, "new_tokens": 1, "repeats": 1, "warmup": 0, "blocks": 1}
+OPTIONAL = {"blocks": 1}  # a speed group without it times one block
 
 
 def check_speed(cfg: DictConfig) -> None:
     """The `speed` group's sizes: whole numbers, at least one prompt, token and timed repeat."""
     for name, least in SPEED_LEAST.items():
-        value = cfg.speed.get(name)
+        value = cfg.speed.get(name, OPTIONAL.get(name))
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             fail(
                 f"speed.{name}", value, f"a whole number >= {least}", f"speed.{name}={max(least, 1)} or more"
