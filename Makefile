@@ -112,6 +112,10 @@ anchors: $(STAMP)  ## Repairs none/linear/magnitude x heal none/last_layers on B
 	$(SWEEP) experiment=anchors
 	$(TABLE) table=anchors
 
+.PHONY: bench-repair
+bench-repair: $(STAMP)  ## Fidelity (KL, perplexity) of Block-8 / Attn-15 without and with each seam repair -> benchmarks/results_repair_cpu.txt
+	$(PY) benchmarks/bench_repair.py
+
 .PHONY: reproduce-table11 quant-scores
 reproduce-table11: EVAL = table11_sample
 reproduce-table11: $(STAMP)  ## Table 11 (attention drop 4, 8 of 30, without / with int4 weights) for MODEL -> figures/table11*
