@@ -26,6 +26,9 @@ ROWS = {
     "gsm8k": ("test", 1319),
     "hellaswag": ("validation", 10042),
     "arc_challenge": ("test", 1172),
+    "arc_easy": ("test", 2376),
+    "sciq": ("validation", 1000),
+    "lambada_openai": ("test", 5153),
 }
 CHANCE = {"boolq": 50, "rte": 50, "openbookqa": 25, "piqa": 50, "mmlu": 25, "winogrande": 50, "gsm8k": 0,
           "hellaswag": 25}  # fmt: skip  # ARC-C: 3-5 choices, the mean of 1/k over the scored docs
@@ -188,3 +191,15 @@ def test_a_seeded_sample_scores_exactly_the_drawn_docs(real_tokenizer_model):
         assert scores.tasks[name].docs.ids == [str(i) for i in drawn[name]]
     assert "seeded sample of openbookqa 6, winogrande 4 docs" in scores.protocol
     assert "one fixed few-shot set per task" in scores.protocol
+
+
+def test_the_signal_suite_tasks_build_from_their_own_yaml_on_the_offline_splits():
+    specs = ev.task_specs("signal")
+    built = loading.load_tasks(manager(True), specs, "offline", True)
+    for spec in specs:
+        (task,) = loading.leaves(built[spec.name], spec.name).values()
+        assert len(task.eval_docs) == ROWS[spec.name][1], spec.name
+    lambada = loading.leaves(built["lambada_openai"], "lambada_openai")["lambada_openai"]
+    doc = lambada.eval_docs[0]
+    # lm-eval's own split: the context is every word but the last, the target is that word.
+    assert lambada.doc_to_text(doc) + lambada.doc_to_target(doc) == doc["text"]
