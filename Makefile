@@ -146,6 +146,13 @@ reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot
 	$(SWEEP) experiment=figures
 	$(if $(DRY_RUN),@true,$(PY) experiments/figures.py)
 
+.PHONY: bench-kl signal-baseline
+bench-kl: $(STAMP)  ## KL to the original of one-shot Attention / MLP / Block drops at n = 4, 8, 11, paired (~5 min) -> benchmarks/results_kl_ordering_cpu.txt
+	$(PY) benchmarks/kl_ordering.py > benchmarks/results_kl_ordering_cpu.txt
+
+signal-baseline: $(STAMP)  ## The unpruned model on the signal-suite candidates (how conf/eval/signal.yaml was chosen) -> benchmarks/results_signal_baseline_cpu.txt
+	$(PY) benchmarks/signal_baseline.py --tasks piqa arc_easy sciq lambada_openai > benchmarks/results_signal_baseline_cpu.txt
+
 .PHONY: bench-speed
 bench-speed: $(STAMP)  ## Speed intervals across runs: 11 plans timed twice, coverage of each run's median by the other's interval (quiet machine)
 	$(PY) benchmarks/bench_speed.py 'plans=[attn-2,attn-4,attn-8,attn-11,attn-15,mlp-2,mlp-4,mlp-8,block-2,block-4,block-8]'

@@ -10,6 +10,8 @@ picks the suite from these numbers (no pruned model is run here) is written in c
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import time
 
 from whatmatters import models
@@ -27,6 +29,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--tasks", nargs="+", default=list(SUITES["signal_candidates"]))
     args = parser.parse_args()
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")
+    load = os.getloadavg()[0]
+    print(f"# {now}, load average {load:.1f} on {os.cpu_count()} CPUs (timings mean little above ~1)")
     model, tokenizer = models.load(args.model, args.dtype, "cpu")
     print(
         f"{args.model} {args.dtype} on {machine_name('cpu')}, {args.docs} seeded docs a task (sample_seed 0)"
