@@ -81,8 +81,8 @@ SUITES = {
     ),
     "paper_table2": ("hellaswag", "mmlu", "openbookqa", "winogrande"),
     "paper_table11": ("arc_challenge", "hellaswag", "openbookqa", "winogrande"),
-    # Candidates for the signal suite, before the baseline chose among them, and the chosen suite (the rule and
-    # the baseline numbers that chose it: conf/eval/signal.yaml).
+    # Candidates for the signal suite, before the baseline chose among them, and the chosen suite (the rule
+    # and the baseline numbers that chose it: conf/eval/signal.yaml).
     "signal_candidates": ("hellaswag", "piqa", "arc_easy", "sciq", "lambada_openai"),
     "signal": ("piqa", "arc_easy", "sciq", "lambada_openai"),
 }
