@@ -13,7 +13,7 @@ import pytest
 from conftest import record
 from whatmatters.apps import figures
 from whatmatters.records import committed
-from whatmatters.records.record import RecordError
+from whatmatters.records.parsing import RecordError
 from whatmatters.records.store import ResultsStore
 
 ROOT = Path(__file__).parents[1]

@@ -200,3 +200,18 @@ def test_every_run_records_its_fidelity_on_held_out_text_and_the_baseline_is_its
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         other = compose("run", overrides=[*tiny_run, "method.n=2", "fidelity.sequences=4"])
     assert run_keys.run_key(other) != run_keys.run_key(cfg)  # the held-out set decides the record's numbers
+
+
+def test_a_pair_that_does_not_fit_is_timed_one_after_the_other_and_still_compared_for_fidelity(
+    tmp_path, tiny_run, monkeypatch
+):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("run", overrides=[*tiny_run, "method.n=2"])
+    fitting = run_app.run(cfg, tmp_path / "out")
+    monkeypatch.setattr(run_app.timing, "pair_fits", lambda *args: False)
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("run", overrides=[*tiny_run, "method.n=2", f"results_dir={tmp_path / 'apart'}"])
+    apart = run_app.run(cfg, tmp_path / "out2")
+    assert fitting.speed.extra["alternated"] and not apart.speed.extra["alternated"]
+    # The same pruned model against the same original: the pruned one moved to the CPU changes no number.
+    assert apart.fidelity["per_seq"]["kl"] == pytest.approx(fitting.fidelity["per_seq"]["kl"], rel=1e-6)

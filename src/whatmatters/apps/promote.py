@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from whatmatters.records.committed import all_records
 from whatmatters.records.committed import promote as promote_records
-from whatmatters.records.record import RecordError
+from whatmatters.records.parsing import RecordError
 from whatmatters.report.plots import heatmap_runs
 
 

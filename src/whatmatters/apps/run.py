@@ -10,22 +10,13 @@ the baseline and the score cache are computed by one worker while the others wai
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
-import lm_eval
-import torch
-import transformers
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from whatmatters import data, models
+from whatmatters import data
 from whatmatters.apps import run_keys, tracking, validate
 from whatmatters.apps.common import (
     apply_cell,
@@ -36,40 +27,18 @@ from whatmatters.apps.common import (
     save_scores,
     with_experiment_name,
 )
+from whatmatters.apps.preempt import stop_on_sigterm
+from whatmatters.apps.run_record import baseline_record, fidelity, pruned_record
 from whatmatters.eval import evaluate
-from whatmatters.measure import budget, clock, memory, speed, timing
+from whatmatters.measure import budget, memory, speed, timing
 from whatmatters.measure.job import Job, job_for_quant, job_from_config
-from whatmatters.method import analysis, heal, quant, repair
+from whatmatters.method import heal, quant, repair
 from whatmatters.method.drop import DropResult
 from whatmatters.method.plans import Plan
 from whatmatters.method.scores import Scores
 from whatmatters.method.surgery import apply_plan
-from whatmatters.records import claims, metrics
+from whatmatters.records import claims
 from whatmatters.records.store import ResultsStore, RunRecord
-from whatmatters.report.labels import run_name
-
-
-def _versions() -> dict:
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "lm_eval": lm_eval.__version__,
-        "whatmatters": version("whatmatters"),
-        "machine": clock.machine_name("cpu"),  # the host; its bf16 ISA decides CPU bfloat16 rounding
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-    }
-
-
-def _record(cfg: DictConfig, key: str, **fields) -> dict:
-    return {
-        "key": key,
-        "model": cfg.model.name,
-        "experiments": [cfg.experiment_name] if cfg.experiment_name else [],
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "weights": models.fingerprint(cfg.model.name_or_path, cfg.model.get("revision")),  # as in the key
-        **fields,
-    }
 
 
 def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
@@ -83,18 +52,6 @@ def baseline(cfg: DictConfig, store: ResultsStore, out_dir: Path) -> RunRecord:
         return _measure_baseline(cfg, store, key, out_dir)
 
 
-def _fidelity(cfg: DictConfig, original, pruned, tokenizer) -> dict | None:
-    """KL(original || pruned), perplexity and top-1 agreement on held-out text, per sequence and summarized
-    with intervals (`fidelity: null` in the config skips it). The baseline is its own original (KL 0)."""
-    spec = cfg.get("fidelity")
-    if spec is None:
-        return None
-    ids = data.heldout_ids(tokenizer, spec.sequences, spec.seq_len)
-    per_seq = analysis.fidelity(original, pruned, ids, spec.batch_size)
-    summary = metrics.fidelity_summary(per_seq, seed=cfg.seed)
-    return {"corpus": "wikipedia (held out)", **OmegaConf.to_container(spec), **summary, "per_seq": per_seq}
-
-
 def _measure_baseline(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRecord:
     """Evaluate and time the unpruned model, and store its record under `key` (held by this worker)."""
     print(f"[baseline] {key}: measuring the unpruned model", flush=True)
@@ -103,29 +60,10 @@ def _measure_baseline(cfg: DictConfig, store: ResultsStore, key: str, out_dir: P
     qspec = quant.QuantSpec.from_config(cfg)
     quant.quantize(model, qspec)
     job = job_for_quant(job_from_config(cfg.speed, str(model.device), cfg.seed), qspec)
-    measured = timing.measure(model, job, "none")
-    size = model.num_parameters()
-    record = _record(
-        cfg,
-        key,
-        name=f"{cfg.model.name}-baseline",
-        config=run_keys.key_spec(cfg, "model", "eval", "speed"),
-        method={"target": "none"},
-        mode=None,
-        criterion=None,
-        dropped=0,
-        num_layers=model.config.num_hidden_layers,
-        eval=evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed).to_dict(),
-        speed=speed.baseline_record(measured),
-        fidelity=_fidelity(cfg, model, model, tokenizer),
-        sdr=None,
-        quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
-        params={"before": size, "after": size} | quant.describe(model, qspec),
-        wall_s=round(time.perf_counter() - start, 1),
-    )
-    if not qspec.has_kernel(job.device):
-        record["speed"] = speed.untimed(record["speed"], qspec, job.device)
-    record = RunRecord.from_dict(record)  # a record that does not parse fails here, not in a table
+    measured: dict = {"job": job, "timing": timing.measure(model, job, "none")}
+    measured["eval"] = evaluate.run_suite(model, tokenizer, cfg.eval, seed=cfg.seed).to_dict()
+    measured["fidelity"] = fidelity(cfg, model, model, tokenizer)
+    record = baseline_record(cfg, key, model, measured, qspec, start)
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir / "baseline")
     return record
@@ -248,10 +186,11 @@ def dry_run(cfg: DictConfig) -> str:
     )
 
 
-def _prune(cfg: DictConfig, store: ResultsStore, model, tokenizer, ids, job: Job) -> tuple[DropResult, dict]:
+def _prune(
+    cfg: DictConfig, store: ResultsStore, model, tokenizer, ids, job: Job, qspec: quant.QuantSpec
+) -> tuple[DropResult, dict]:
     """Quantize (before or after the drop, as configured), drop, repair, heal: the model is changed in place.
     Returns the drop and what the record keeps of the repair and the healing (None where off)."""
-    qspec = quant.QuantSpec.from_config(cfg)
     if qspec.before_drop:
         quant.quantize(model, qspec)
     scores = None if cfg.mode == "iterative" else _one_shot_scores(cfg, store, model, ids)
@@ -266,98 +205,26 @@ def _prune(cfg: DictConfig, store: ResultsStore, model, tokenizer, ids, job: Job
     return result, {"repair": repaired, "heal": healing}
 
 
-def _time_pair(cfg: DictConfig, model, original_bytes: int, job: Job) -> tuple[speed.PairTiming, object]:
+def _time_pair(
+    cfg: DictConfig, model, original_bytes: int, job: Job, qspec: quant.QuantSpec
+) -> tuple[speed.PairTiming, object]:
     """The pruned model and a fresh original, timed alternately (A B A B ...) after all the heavy work, so
-    load elsewhere on the machine hits both models' calls alike; in blocks only when both do not fit.
+    load elsewhere on the machine hits both models' calls alike. When both do not fit on the device, the
+    pruned model is timed alone first and then moved to the CPU (in place: the caller's model follows) to
+    make room for the original; the fidelity pass still compares them, each on its own device.
     Returns the pair and the original model (its profile gives the ideal speedup)."""
-    qspec = quant.QuantSpec.from_config(cfg)
     if timing.pair_fits(model, original_bytes, job):
         original_model = quant.quantize(load_model(cfg)[0], qspec)
         return speed.PairTiming(
             *timing.alternate(original_model, model, job), alternated=True
         ), original_model
-    print(f"[speed] original and pruned do not fit together on {job.device}: timed in blocks")
+    print(f"[speed] original and pruned do not fit together on {job.device}: timed one after the other")
     pruned = timing.measure(model, job, "pruned")
-    del model
+    model.to("cpu")
     memory.release(job.device)
     original_model = quant.quantize(load_model(cfg)[0], qspec)
     pair = speed.PairTiming(timing.measure(original_model, job, "none"), pruned, alternated=False)
     return pair, original_model
-
-
-def _delta_se(base: RunRecord, accuracy: dict) -> float | None:
-    """The paired SE of the run's Avg change, which SDR's interval carries (None: records not pairable)."""
-    try:
-        return metrics.paired_difference(base.eval, accuracy)[1]
-    except metrics.UnpairedError:
-        return None
-
-
-def _pruned_record(
-    cfg: DictConfig, key: str, base: RunRecord, result: DropResult, measured: dict, start: float
-) -> RunRecord:
-    """The typed record of a finished run, named by `labels.run_name` like every table and figure names it."""
-    qspec = quant.QuantSpec.from_config(cfg)
-    accuracy, pair, job = measured["eval"], measured["pair"], measured["job"]
-    heal_part = run_keys.heal_part(cfg)
-    record = _record(
-        cfg,
-        key,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        # The repair and heal specs ride in the method, so tables and figures tell those runs apart.
-        method=OmegaConf.to_container(cfg.method, resolve=True) | run_keys.repair_part(cfg) | heal_part,
-        repair=measured["repair"],
-        heal=measured["heal"],
-        mode=cfg.mode,
-        criterion=cfg.criterion,
-        dropped=len(result.plan.attn) + len(result.plan.mlp) + len(result.plan.blocks),
-        num_layers=result.plan.num_layers,
-        plan=result.plan.to_dict(),
-        steps=result.steps,
-        forward_equivalents=result.forward_equivalents,
-        scores={k: getattr(result.scores, k) for k in ("attn", "mlp", "block")},
-        eval=accuracy,
-        speed=pair.record(measured["profile"], result.plan),
-        fidelity=measured["fidelity"],
-        baseline_avg=base.eval.avg,
-        sdr=metrics.sdr_estimate(
-            base.eval.avg, accuracy["avg"], pair.speedups()["generate"], _delta_se(base, accuracy)
-        ),
-        quant=OmegaConf.to_container(cfg.quant, resolve=True) if qspec.enabled else None,
-        params=measured["params"],
-        wall_s=round(time.perf_counter() - start, 1),
-    )
-    if not qspec.has_kernel(job.device):
-        record |= {"speed": speed.untimed(record["speed"], qspec, job.device), "sdr": None}
-    record = RunRecord.from_dict(record)
-    record.name = run_name(record)
-    return record
-
-
-class Terminated(SystemExit):
-    """SIGTERM arrived (scancel, a preemption, a node drain): the run stops, exit status 128 + 15."""
-
-
-@contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` raised in the run, so claims are released and no write is left
-    half-done; the sweep's re-run resumes the key. A handler someone else set is kept: submitit ignores
-    SIGTERM and requeues the job on its own preemption signal (USR2), which exits through SystemExit too."""
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
-
-    def stop(signum: int, frame: object) -> None:
-        print("[stop] SIGTERM: stopping this run; nothing of it is stored, a re-run resumes it", flush=True)
-        raise Terminated(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
@@ -369,7 +236,7 @@ def run(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
     if (stored := store.get(key)) is not None:
         print(f"[skip] {key} already in {store.root}")
         return _join(store, stored, cfg.experiment_name)
-    with _stop_on_sigterm():
+    with stop_on_sigterm():
         claim = store.claim(key)
         if claim is None:
             print(f"[busy] {key} is being run by {claims.describe(claims.holder(store.path(key)))}: skipped")
@@ -390,7 +257,7 @@ def _run(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRe
     qspec = quant.QuantSpec.from_config(cfg)
     job = job_for_quant(job_from_config(cfg.speed, str(model.device), cfg.seed), qspec)
     params_before, original_bytes = model.num_parameters(), memory.weight_bytes(model)
-    result, changes = _prune(cfg, store, model, tokenizer, ids, job)
+    result, changes = _prune(cfg, store, model, tokenizer, ids, job, qspec)
     save_scores(cfg, result.scores, out_dir)
     measured = {
         "job": job,
@@ -400,10 +267,10 @@ def _run(cfg: DictConfig, store: ResultsStore, key: str, out_dir: Path) -> RunRe
     measured["params"] = {"before": params_before, "after": model.num_parameters()} | quant.describe(
         model, qspec
     )
-    measured["pair"], original_model = _time_pair(cfg, model, original_bytes, job)
+    measured["pair"], original_model = _time_pair(cfg, model, original_bytes, job, qspec)
     measured["profile"] = timing.profile(original_model, job)
-    measured["fidelity"] = _fidelity(cfg, original_model, model, tokenizer)
-    record = _pruned_record(cfg, key, base, result, measured, start)
+    measured["fidelity"] = fidelity(cfg, original_model, model, tokenizer)
+    record = pruned_record(cfg, key, base, result, measured, qspec, start)
     store.put(record)
     tracking.log_run(record, cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, out_dir)
     return record

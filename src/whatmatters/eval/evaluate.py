@@ -33,7 +33,7 @@ from whatmatters.eval.suites import (
     sample_sizes,
     task_specs,
 )
-from whatmatters.records.record import EvalResult, combined_stderr
+from whatmatters.records.eval_result import EvalResult, combined_stderr
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from whatmatters.records.record import ACCURACY_METRICS
+from whatmatters.records.eval_result import ACCURACY_METRICS
 
 SOURCES = ("offline", "hub")
 FEWSHOT = ("sampled", "fixed")

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from whatmatters.files import atomic_write_text
-from whatmatters.records.record import RecordError, RunRecord
+from whatmatters.records.parsing import RecordError
+from whatmatters.records.record import RunRecord
 from whatmatters.records.store import ResultsStore, base_setting
 
 COMMITTED_DIR = Path("results_committed/v1")

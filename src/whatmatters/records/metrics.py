@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from whatmatters.records.record import ACCURACY_METRICS
+from whatmatters.records.eval_result import ACCURACY_METRICS
 from whatmatters.records.store import EvalResult
 
 LEVEL = 0.95  # every interval here is a 95% interval

@@ -10,122 +10,18 @@ unchanged, so a new optional field never breaks an older reader.
 
 from __future__ import annotations
 
-import math
-import statistics
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from whatmatters.records.eval_result import EvalResult
+from whatmatters.records.parsing import RecordError, parse_fields, plain
+
 SCHEMA = 2
-
-# Task metrics that are accuracies (0-100, count toward the Avg); the rest (perplexity) are shown apart.
-ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
-
-
-def _missing(value: float | None) -> bool:
-    return value is None or math.isnan(value)
-
-
-def mean_stderr(values: Sequence[float]) -> float:
-    """Standard error of the mean of per-doc 0/1 values in percent (lm-eval's: sample std / sqrt(n))."""
-    return 100.0 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-
-
-def combined_stderr(stderrs: Sequence[float]) -> float:
-    """Standard error of an average over independent tasks: their variances add, sqrt(sum se^2) / T."""
-    return math.sqrt(sum(se**2 for se in stderrs)) / len(stderrs) if stderrs else math.nan
-
 
 # Schema 1 has the same layout without per-doc values, speed intervals and quantization: still readable.
 READABLE_SCHEMAS = (1, 2)
-
-
-class RecordError(ValueError):
-    """A record file that cannot be read as a RunRecord; the message names the file and the fix."""
-
-
-def _parse(cls: type, data: Mapping[str, Any], **parsed: Any) -> Any:
-    """`cls` from the keys of `data` it declares (those in `parsed` given already parsed); the other keys go
-    to its `extra`, so a field another version added survives a rewrite."""
-    names = {f.name for f in fields(cls)} - {"extra"}
-    known = {k: v for k, v in data.items() if k in names}
-    return cls(**known | parsed, extra={k: v for k, v in data.items() if k not in names})
-
-
-_UNSTORED = ("extra", "source")  # merged back at its level / where a record was read from
-
-
-def _plain(value: Any) -> Any:
-    """A record part as JSON-ready data: dataclasses flattened, `extra` merged back at its level."""
-    if is_dataclass(value):
-        out = {f.name: _plain(getattr(value, f.name)) for f in fields(value) if f.name not in _UNSTORED}
-        return out | getattr(value, "extra", {})
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-@dataclass
-class Docs:
-    """Per-document metric values (0/1 for accuracies, not x100), keyed by a stable doc id."""
-
-    ids: list[str]
-    values: list[float]
-
-    def __post_init__(self) -> None:
-        if len(self.ids) != len(self.values):
-            raise ValueError(f"docs: {len(self.ids)} ids but {len(self.values)} values")
-
-
-@dataclass
-class TaskResult:
-    """One task's score: value and stderr in percent (perplexity as is), its chance level, its docs."""
-
-    value: float
-    stderr: float | None = None
-    metric: str | None = None
-    n: int | None = None
-    chance: float | None = None
-    docs: Docs | None = None
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskResult:
-        return _parse(cls, data, docs=Docs(**data["docs"]) if data.get("docs") else None)
-
-
-@dataclass
-class EvalResult:
-    """lm-eval accuracy of one model: the suite, the doc sample and protocol, each task, the average."""
-
-    suite: str
-    tasks: dict[str, TaskResult]
-    avg: float
-    avg_stderr: float | None = None
-    limit: float | None = None
-    protocol: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # lm-eval gives a group no stderr when each subset has one doc (MMLU with one doc per subject): such a
-        # task's stderr, and the Avg's, come from its per-doc values instead. The one place this rule lives:
-        # new records pass through here before they are stored (experiment._accuracy), old ones when read.
-        accuracy = [t for t in self.tasks.values() if t.metric in ACCURACY_METRICS or t.docs is not None]
-        filled = [t for t in accuracy if _missing(t.stderr) and t.docs is not None]
-        for task in filled:
-            task.stderr = mean_stderr(task.docs.values)
-        if filled and not any(_missing(t.stderr) for t in accuracy):
-            self.avg_stderr = combined_stderr([t.stderr for t in accuracy])
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
-        return _parse(cls, data, tasks={name: TaskResult.from_dict(t) for name, t in data["tasks"].items()})
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
 
 
 @dataclass
@@ -141,7 +37,7 @@ class Interval:
 
     @classmethod
     def from_value(cls, value: float | Mapping[str, Any]) -> Interval:
-        return _parse(cls, value) if isinstance(value, Mapping) else cls(median=float(value))
+        return parse_fields(cls, value) if isinstance(value, Mapping) else cls(median=float(value))
 
     @property
     def has_interval(self) -> bool:
@@ -175,7 +71,7 @@ class Speed:
         else:  # schema 1: scalars under speedup, speedup_prefill, speedup_decode
             scalars = {"speedup": speedup} | {k: data.pop(k, None) for k in list(_SCALAR_SPEEDUPS)[1:]}
             phases = {_SCALAR_SPEEDUPS[k]: Interval(float(v)) for k, v in scalars.items() if v is not None}
-        return _parse(cls, data, speedup=phases)
+        return parse_fields(cls, data, speedup=phases)
 
 
 @dataclass
@@ -192,7 +88,7 @@ class Sdr:
     def from_value(cls, value: float | Mapping[str, Any] | None) -> Sdr | None:
         if value is None:
             return None
-        return _parse(cls, value) if isinstance(value, Mapping) else cls(value=float(value))
+        return parse_fields(cls, value) if isinstance(value, Mapping) else cls(value=float(value))
 
 
 @dataclass
@@ -208,7 +104,7 @@ class Method:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Method:
-        return _parse(cls, data)
+        return parse_fields(cls, data)
 
 
 # The parts of a setting a baseline has too; the others (data, criterion, mode, method switches) belong
@@ -264,7 +160,7 @@ class RunRecord:
                 "re-run that config to refresh it (the file is left in place)"
             )
         try:
-            return _parse(
+            return parse_fields(
                 cls,
                 {k: v for k, v in data.items() if k != "source"},
                 method=Method.from_dict(data["method"]),
@@ -280,7 +176,7 @@ class RunRecord:
             ) from err
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self) | {"schema": SCHEMA}
+        return plain(self) | {"schema": SCHEMA}
 
     @property
     def is_baseline(self) -> bool:
@@ -316,7 +212,7 @@ class RunRecord:
         if out.get("quant.scheme") == "none":  # no quantization, however it is spelled
             out = {k: v for k, v in out.items() if not k.startswith("quant.")}
         if not self.is_baseline:
-            switches = {k: v for k, v in _plain(self.method).items() if k not in ("target", "n", "ratio")}
+            switches = {k: v for k, v in plain(self.method).items() if k not in ("target", "n", "ratio")}
             out |= {
                 **_flat("data", cfg.get("data") or {}),
                 "criterion": self.criterion,

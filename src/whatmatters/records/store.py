@@ -19,20 +19,18 @@ from typing import Any
 
 from whatmatters.files import atomic_write_text
 from whatmatters.records.claims import Claim
+from whatmatters.records.eval_result import Docs, EvalResult, TaskResult
+from whatmatters.records.parsing import RecordError
 from whatmatters.records.record import (
     PHASES,
     READABLE_SCHEMAS,
     RUN_ONLY,
     SCHEMA,
-    Docs,
-    EvalResult,
     Interval,
     Method,
-    RecordError,
     RunRecord,
     Sdr,
     Speed,
-    TaskResult,
 )
 
 __all__ = [
