@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -26,4 +29,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.filename is None:
             raise type(err)(err.errno, err.strerror, str(path)) from err
+        raise
+
+
+@contextmanager
+def atomic_folder(target: Path, replace: bool = True) -> Iterator[Path]:
+    """A temporary sibling folder to fill, renamed to `target` when the block ends without error, so an
+    interrupted write never leaves a half folder. `replace=False` is for caches of fixed content: when
+    another writer got there first, its folder stays and this one is discarded."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        if replace and target.exists():
+            shutil.rmtree(target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if replace or not target.is_dir():
+                raise
+            shutil.rmtree(tmp)  # the other writer's folder holds the same content
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

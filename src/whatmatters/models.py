@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from transformers import (
 )
 
 from whatmatters import shapes
+from whatmatters.files import atomic_folder
 
 EMBEDDED_PREFIX = "embedded:"
 
@@ -97,16 +96,9 @@ def embedded_dir(name: str) -> Path:
     model.config.quantization_config = None
     del model.config.quantization_config
     model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a temporary folder and rename: an interrupted conversion never leaves a half folder.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    with atomic_folder(target, replace=False) as tmp:  # a conversion cut short leaves no half folder
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -17,7 +17,6 @@ Two plans are refused, naming the engine limit:
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from whatmatters.adapters import adapter_for
 from whatmatters.export import configuration_decilm
 from whatmatters.export.configuration_decilm import AttentionConfig, BlockConfig, DeciLMConfig, FFNConfig
 from whatmatters.export.layers import ExportError, ExportLayer, check_llama_family, export_layers, model_plan
+from whatmatters.files import atomic_folder
 
 WEIGHTS = "model.safetensors"
 ARCHITECTURE = "DeciLMForCausalLM"
@@ -116,18 +116,9 @@ def write_nemotron(
     config.architectures = [ARCHITECTURE]
     config.auto_map = {"AutoConfig": "configuration_decilm.DeciLMConfig"}
     config.dtype = dtype
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(Path(folder)) as tmp:  # an export cut short leaves no half folder
         config.save_pretrained(tmp)
         shutil.copy(configuration_decilm.__file__, tmp / "configuration_decilm.py")
         save_file(weights(model, layers, dtypes[dtype]), tmp / WEIGHTS, metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return configs

@@ -18,14 +18,13 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
+
+from whatmatters.files import atomic_folder
 
 REPEAT_ID = 1_000_000  # in the request dumps, doc_id >= this marks a repeated doc (a second request set)
 # lm-eval warns once per task (58 times for MMLU) that a custom_dataset may take --metadata; ours takes none.
@@ -312,12 +311,7 @@ def task_dir(fixed_shots: bool = False) -> Path:
     target = cache_dir() / "lm_eval_tasks" / f"{'fixed' if fixed_shots else 'stock'}-{digest}"
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent))
-    for file, text in files.items():
-        (tmp / file).write_text(text, encoding="utf-8")
-    try:
-        os.rename(tmp, target)  # atomic: a concurrent writer of the same content may win the race
-    except OSError:
-        shutil.rmtree(tmp)
+    with atomic_folder(target, replace=False) as tmp:  # a concurrent writer of the same files may win
+        for file, text in files.items():
+            (tmp / file).write_text(text, encoding="utf-8")
     return target
