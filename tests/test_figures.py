@@ -191,7 +191,7 @@ def test_drop_curves_draw_the_paired_95_interval_and_a_kl_panel_with_its_interva
     run = with_docs(record("attn", 4, 0.0, key="a4"), [1, 0, 0, 1, 1, 0])
     base.fidelity = {"kl": {"value": 0.0, "low": 0.0, "high": 0.0}}
     run.fidelity = {"kl": {"value": 0.2, "low": 0.15, "high": 0.3}}
-    unpaired = record("attn", 8, 40.0, key="a8")  # no per-doc values: its difference is plain, no bar
+    unpaired = record("attn", 8, 40.0, key="a8", wall_s=61.5)  # no per-doc values: a plain difference, no bar
     (fs,) = plots.figure_sets([base, run, unpaired])
     delta, se, _ = paired_difference(base.eval, run.eval)
     bars, kl_bars, save = [], [], plots.save_figure
@@ -215,6 +215,7 @@ def test_drop_curves_draw_the_paired_95_interval_and_a_kl_panel_with_its_interva
     assert data.at["a4", "ΔAvg paired SE"] == pytest.approx(se)
     assert se > 0 and data.at["a8", "ΔAvg"] == pytest.approx(40.0 - base.eval.avg)
     assert pd.isna(data.at["a8", "ΔAvg paired SE"]) and pd.isna(data.at["base", "ΔAvg"])
+    assert data.at["a8", "wall s"] == 61.5 and pd.isna(data.at["a4", "wall s"])  # from the record, or none
 
 
 def test_one_shot_vs_iterative_csv_pairs_each_iterative_run_with_its_one_shot_run(tmp_path):

@@ -1,4 +1,4 @@
-"""Atomic folder writes: a model conversion, an export and the offline task folder appear whole or not at all."""
+"""Atomic folder writes: a model conversion, an export, the offline task folder appear whole or not at all."""
 
 from __future__ import annotations
 

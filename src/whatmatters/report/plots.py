@@ -168,6 +168,7 @@ def points(fs: FigureSet) -> pd.DataFrame:
                 "SDR undefined": r.sdr.reason if r.sdr and r.sdr.value is None else None,
                 "chance Avg": chance_avg(r),
                 **_fidelity_columns(r),
+                "wall s": r.wall_s,  # the whole run as its record timed it: score, drop, eval, timing
             }
         )
     return pd.DataFrame(rows)
