@@ -154,8 +154,8 @@ signal-baseline: $(STAMP)  ## The unpruned model on the signal-suite candidates 
 	$(PY) benchmarks/signal_baseline.py --tasks piqa arc_easy sciq lambada_openai > benchmarks/results_signal_baseline_cpu.txt
 
 .PHONY: bench-speed
-bench-speed: $(STAMP)  ## Speed intervals across runs: 11 plans timed twice, coverage of each run's median by the other's interval (quiet machine)
-	$(PY) benchmarks/bench_speed.py 'plans=[attn-2,attn-4,attn-8,attn-11,attn-15,mlp-2,mlp-4,mlp-8,block-2,block-4,block-8]'
+bench-speed: $(STAMP)  ## Speed intervals across runs: 11 plans timed twice, coverage of each run's median by the other's interval (quiet machine, ~25 min) -> benchmarks/results_speed_cpu.{txt,csv}
+	$(PY) benchmarks/bench_speed.py 'plans=[attn-2,attn-4,attn-8,attn-11,attn-15,mlp-2,mlp-4,mlp-8,block-2,block-4,block-8]' > benchmarks/results_speed_cpu.txt
 
 redundancy-training: $(STAMP)  ## Scores of a randomly initialised vs the trained default -> figures/redundancy_training_*
 	$(PY) experiments/score.py hydra.run.dir=outputs/training/trained

@@ -8,28 +8,34 @@ syntax. For each plan and run: the median speedup per phase with its 95% interva
 speedup and whether the realized one exceeds it. Then the coverage: how often one run's `generate` median
 lies inside the other run's interval (goal >= 90%), for the blocked interval the records use (blocks of
 re-warmed repeats, resampled at both levels: `metrics.blocked_median_interval`) and, beside it, for a flat
-bootstrap of the same ratios, which ignores the drift between blocks.
+bootstrap of the same ratios, which ignores the drift between blocks. Writes the same figures, one row per
+plan and run, to benchmarks/results_speed_cpu.csv (the README's speed table reads it).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from whatmatters import models
+from whatmatters.files import atomic_write_text
 from whatmatters.measure.job import PHASES, Job
 from whatmatters.measure.speed import Comparison, compare
 from whatmatters.records.metrics import Estimate, median_interval
 
 ROOT = Path(__file__).parents[1]
 RUNS = 2
+CSV = ROOT / "benchmarks" / "results_speed_cpu.csv"
 
 
 def _line(label: str, run: int, comparison: Comparison) -> str:
@@ -48,6 +54,10 @@ def main(overrides: list[str]) -> None:
     device = models.device_for(cfg.device)
     job = Job(**OmegaConf.to_container(cfg.speed, resolve=True), device=device, seed=cfg.seed)
     labels = [label for label in cfg.plans if label != "none"]
+    start = time.perf_counter()
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")
+    load = os.getloadavg()[0]
+    print(f"# {now}, load average {load:.1f} on {os.cpu_count()} CPUs (timings mean little above ~1)")
     cpu = platform.processor() or platform.machine()
     print(f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; torch {torch.__version__}")
     print(f"{cfg.model.name_or_path}, {job}")
@@ -55,6 +65,7 @@ def main(overrides: list[str]) -> None:
     runs = [compare(lambda: build()[0], labels, job) for _ in range(RUNS)]
     blocked: list[tuple[Estimate, Estimate]] = []
     flat: list[tuple[Estimate, Estimate]] = []
+    rows = []
     for label in labels:
         for i, comparison in enumerate(runs, 1):
             print(_line(label, i, comparison))
@@ -63,8 +74,41 @@ def main(overrides: list[str]) -> None:
         flat.append((median_interval(pair[0].ratios, job.seed), median_interval(pair[1].ratios, job.seed)))
         diff = abs(pair[0].median - pair[1].median) / ((pair[0].median + pair[1].median) / 2)
         print(f"{label:<8} run-to-run generate difference {diff:.1%}")
+        rows += _rows(label, runs, blocked[-1], flat[-1])
     for name, estimates in (("blocked (records)", blocked), ("flat (one level)", flat)):
         print(_coverage(name, estimates))
+    print(f"wall {time.perf_counter() - start:.0f} s")
+    atomic_write_text(CSV, pd.DataFrame(rows).to_csv(index=False))
+
+
+def _rows(
+    label: str,
+    runs: list[Comparison],
+    blocked: tuple[Estimate, Estimate],
+    flat: tuple[Estimate, Estimate],
+) -> list[dict]:
+    """One CSV row per run of `label`: its generate interval (blocked, as records hold it, and flat), the
+    ideal, and whether the other run's median lies inside each interval."""
+    rows = []
+    for i, comparison in enumerate(runs):
+        other = blocked[1 - i].median
+        table = comparison.table().set_index("plan").loc[label]
+        rows.append(
+            {
+                "plan": label,
+                "run": i + 1,
+                "generate": blocked[i].median,
+                "low": blocked[i].low,
+                "high": blocked[i].high,
+                "half-width %": 100 * blocked[i].half_width,
+                "other run inside": blocked[i].includes(other),
+                "flat half-width %": 100 * flat[i].half_width,
+                "other run inside flat": flat[i].includes(other),
+                "ideal": table["ideal_speedup"],
+                "exceeds ideal": bool(table["exceeds_ideal"]),
+            }
+        )
+    return rows
 
 
 def _coverage(name: str, estimates: list[tuple[Estimate, Estimate]]) -> str:
