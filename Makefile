@@ -142,7 +142,7 @@ promote: $(STAMP)  ## Copy the records behind figures/*.csv from results/ into r
 	$(PY) experiments/promote.py
 
 .PHONY: reproduce-figures
-reproduce-figures: $(STAMP)  ## Drop curves: Block/MLP/Attention/Joint, one-shot and iterative (experiment=figures), then every figure
+reproduce-figures: $(STAMP)  ## Drop curves on the signal suite: Block/MLP/Attention/Joint, one-shot and iterative (experiment=figures; ~7 h on 2 CPU cores, resumable), then every figure
 	$(SWEEP) experiment=figures
 	$(if $(DRY_RUN),@true,$(PY) experiments/figures.py)
 
