@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from whatmatters import models
 from whatmatters.files import atomic_write_text
 from whatmatters.measure.job import PHASES, Job
-from whatmatters.measure.speed import Comparison, compare
+from whatmatters.measure.speed import compare
 from whatmatters.records.metrics import Estimate, median_interval
 
 ROOT = Path(__file__).parents[1]
@@ -38,8 +38,7 @@ RUNS = 2
 CSV = ROOT / "benchmarks" / "results_speed_cpu.csv"
 
 
-def _line(label: str, run: int, comparison: Comparison) -> str:
-    row = comparison.table().set_index("plan").loc[label]
+def _line(label: str, run: int, row: pd.Series) -> str:
     phases = []
     for phase in PHASES:
         median, low, high = row[f"speedup_{phase}"], row[f"low_{phase}"], row[f"high_{phase}"]
@@ -63,18 +62,20 @@ def main(overrides: list[str]) -> None:
     print(f"{cfg.model.name_or_path}, {job}")
     build = partial(models.load, cfg.model.name_or_path, job.dtype, device)
     runs = [compare(lambda: build()[0], labels, job) for _ in range(RUNS)]
+    # Each table bootstraps every plan's intervals (seconds a plan): built once per run, not once per line.
+    tables = [comparison.table().set_index("plan") for comparison in runs]
     blocked: list[tuple[Estimate, Estimate]] = []
     flat: list[tuple[Estimate, Estimate]] = []
     rows = []
     for label in labels:
-        for i, comparison in enumerate(runs, 1):
-            print(_line(label, i, comparison))
+        for i, table in enumerate(tables, 1):
+            print(_line(label, i, table.loc[label]))
         pair = [c.pairs[label].speedups()["generate"] for c in runs]
         blocked.append((pair[0], pair[1]))
         flat.append((median_interval(pair[0].ratios, job.seed), median_interval(pair[1].ratios, job.seed)))
         diff = abs(pair[0].median - pair[1].median) / ((pair[0].median + pair[1].median) / 2)
         print(f"{label:<8} run-to-run generate difference {diff:.1%}")
-        rows += _rows(label, runs, blocked[-1], flat[-1])
+        rows += _rows(label, tables, blocked[-1], flat[-1])
     for name, estimates in (("blocked (records)", blocked), ("flat (one level)", flat)):
         print(_coverage(name, estimates))
     print(f"wall {time.perf_counter() - start:.0f} s")
@@ -83,16 +84,16 @@ def main(overrides: list[str]) -> None:
 
 def _rows(
     label: str,
-    runs: list[Comparison],
+    tables: list[pd.DataFrame],
     blocked: tuple[Estimate, Estimate],
     flat: tuple[Estimate, Estimate],
 ) -> list[dict]:
     """One CSV row per run of `label`: its generate interval (blocked, as records hold it, and flat), the
     ideal, and whether the other run's median lies inside each interval."""
     rows = []
-    for i, comparison in enumerate(runs):
+    for i, run_table in enumerate(tables):
         other = blocked[1 - i].median
-        table = comparison.table().set_index("plan").loc[label]
+        table = run_table.loc[label]
         rows.append(
             {
                 "plan": label,
